@@ -1,0 +1,64 @@
+"""Build and runtime facts for show_config() and ``python -m cyconv info``."""
+import platform
+import sys
+
+from ._version import __version__
+
+
+def build_info():
+    """A dict of what this build is and what it runs on."""
+    from . import _threads
+    from ._kernels import _openmp_helpers
+
+    try:
+        from . import _build_info as bi
+        flags = {"compiler": bi.COMPILER, "cflags": bi.CFLAGS, "ldflags": bi.LDFLAGS,
+                 "debug": bi.DEBUG}
+    except ImportError:  # pragma: no cover - built by something other than setup.py
+        flags = {"compiler": "unknown", "cflags": "unknown", "ldflags": "unknown",
+                 "debug": False}
+    from threadpoolctl import threadpool_info
+
+    _threads.blas_controllers()  # make sure scipy's BLAS is loaded first
+    libs = threadpool_info()
+    blas = [f"{lib.get('internal_api')} {lib.get('version')} "
+            f"({lib.get('architecture') or lib.get('threading_layer') or '?'}) "
+            f"{lib.get('filepath')}" for lib in libs if lib.get("user_api") == "blas"]
+    omp = [lib.get("filepath") for lib in libs if lib.get("user_api") == "openmp"]
+    n, src = _threads.default_num_threads()
+    return {
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "openmp": _openmp_helpers.have_openmp(),
+        "openmp_runtime": omp,
+        "blas": blas,
+        "threads": _threads.get_num_threads(),
+        "threads_default": n,
+        "threads_source": src,
+        **flags,
+    }
+
+
+def show_config():
+    """Print cyconv's version, OpenMP and BLAS, thread default and build flags.
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> cyconv.show_config()  # doctest: +SKIP
+    """
+    info = build_info()
+    lines = [
+        f"cyconv {info['version']} (Python {info['python']}, {info['platform']})",
+        f"  OpenMP:          {'on' if info['openmp'] else 'off (serial build)'}",
+        f"  OpenMP runtime:  {', '.join(info['openmp_runtime']) or 'none loaded'}",
+        f"  BLAS:            {'; '.join(info['blas']) or 'none found'}",
+        f"  threads:         {info['threads']} (default {info['threads_default']} "
+        f"from {info['threads_source']})",
+        f"  compiler:        {info['compiler']}",
+        f"  compile flags:   {info['cflags']}",
+        f"  link flags:      {info['ldflags'] or '(none)'}",
+        f"  debug checks:    {'on' if info['debug'] else 'off'}",
+    ]
+    print("\n".join(lines))

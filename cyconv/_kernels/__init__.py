@@ -1,0 +1,1 @@
+"""Compiled kernels (Cython + OpenMP).  Private: call the public ops instead."""

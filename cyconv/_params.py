@@ -1,0 +1,358 @@
+"""Hyperparameter normalisation, output-size arithmetic and argument errors.
+
+Everything the public ops need to know about their arguments is computed
+here, once; no other module re-derives an output size.  Every ValueError and
+TypeError about an argument is raised from this module.
+"""
+import math
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+_DIM_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def dim_names(nd):
+    return _DIM_NAMES[nd]
+
+
+# --------------------------------------------------------------------------
+# Scalars and tuples
+# --------------------------------------------------------------------------
+
+def _as_int(op, name, value, shown):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be an int or a tuple of ints, "
+                        f"got {shown!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an int or a tuple of ints, got "
+                        f"{shown!r} of type {type(value).__name__}") from None
+
+
+def int_tuple(op, name, value, nd, minimum):
+    """An int or a tuple of ``nd`` ints, each >= minimum, as a tuple."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != nd:
+            raise ValueError(f"{op}: {name} must be an int or a tuple of {nd} ints, "
+                             f"got {tuple(value)!r} ({len(value)} values)")
+        vals = tuple(_as_int(op, name, v, value) for v in value)
+    else:
+        vals = (_as_int(op, name, value, value),) * nd
+    for v in vals:
+        if v < minimum:
+            word = "positive" if minimum == 1 else f">= {minimum}"
+            raise ValueError(f"{op}: {name} must be {word}, got {value!r}")
+    return vals
+
+
+def positive_int(op, name, value):
+    return int_tuple(op, name, value, 1, 1)[0]
+
+
+def check_choice(op, name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {', '.join(map(repr, choices))}, "
+                         f"got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------
+# Padding and output size
+# --------------------------------------------------------------------------
+
+def same_padding(size, kernel, stride, dilation):
+    """TensorFlow SAME / ONNX SAME_UPPER: output ceil(size / stride),
+    total padding split with the odd unit after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return (total // 2, total - total // 2)
+
+
+def padding_pairs(op, padding, nd, spatial, kernel, stride, dilation):
+    """Normalise ``padding`` to a tuple of ``nd`` (before, after) pairs."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * nd
+        if padding == "same":
+            return tuple(same_padding(n, k, s, d)
+                         for n, k, s, d in zip(spatial, kernel, stride, dilation))
+        raise ValueError(f"{op}: padding must be an int, a tuple of {nd} ints or "
+                         f"(before, after) pairs, 'valid' or 'same', got {padding!r}")
+    if isinstance(padding, (tuple, list)):
+        if len(padding) != nd:
+            raise ValueError(f"{op}: padding must be an int, a tuple of {nd} ints or "
+                             f"of {nd} (before, after) pairs, 'valid' or 'same', "
+                             f"got {tuple(padding)!r} ({len(padding)} values)")
+        pairs = []
+        for p in padding:
+            if isinstance(p, (tuple, list)):
+                if len(p) != 2:
+                    raise ValueError(f"{op}: each padding pair must be (before, after), "
+                                     f"got {tuple(p)!r} in padding={padding!r}")
+                pairs.append(tuple(_as_int(op, "padding", v, padding) for v in p))
+            else:
+                v = _as_int(op, "padding", p, padding)
+                pairs.append((v, v))
+        pairs = tuple(pairs)
+    else:
+        v = _as_int(op, "padding", padding, padding)
+        pairs = ((v, v),) * nd
+    if any(v < 0 for pair in pairs for v in pair):
+        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
+    return pairs
+
+
+def _format_padding_term(pair):
+    before, after = pair
+    if before == after:
+        return "0" if before == 0 else f"2*{before}"
+    return f"{before} + {after}"
+
+
+def _fitting_paddings(size, eff, stride, pair):
+    """Paddings nearest to ``pair`` that make the division exact."""
+    before, after = pair
+    rem = (size + before + after - eff) % stride
+    out = []
+    if after - rem >= 0 and (size + before + after - rem) >= eff:
+        out.append((before, after - rem))
+    out.append((before, after + stride - rem))
+    sym = [p for p in range(0, max(before, after) + 2 * stride + 1)
+           if (size + 2 * p - eff) >= 0 and (size + 2 * p - eff) % stride == 0]
+    sym.sort(key=lambda p: (abs(2 * p - before - after), p))
+    text = [f"({b}, {a})" for b, a in out]
+    text += [str(p) for p in sym[:2]]
+    return text
+
+
+def output_size(op, spatial, kernel, stride, dilation, pads, *, strict=False,
+                ceil_mode=False, what="input"):
+    """Spatial output size; raises when the kernel does not fit or, with
+    ``strict``, when ``(in + pads - eff) / stride`` is not an integer."""
+    nd = len(spatial)
+    names = dim_names(nd)
+    out = []
+    for i, (n, k, s, d, pair) in enumerate(zip(spatial, kernel, stride, dilation, pads)):
+        eff = d * (k - 1) + 1
+        padded = n + pair[0] + pair[1]
+        if padded < eff:
+            dil = f" (dilated to {eff})" if d > 1 else ""
+            raise ValueError(
+                f"{op}: kernel_size {k}{dil} is larger than the padded {what} "
+                f"{names[i]} {padded} ({what} {n} + padding {pair[0]} + {pair[1]}); "
+                f"expected a kernel that fits in the padded {what}")
+        span = padded - eff
+        if strict and span % s:
+            rem = span % s
+            dil = f", kernel {k} dilated by {d}" if d > 1 else ""
+            unit = "row" if names[i] in ("height", "depth") else "column"
+            if names[i] == "length":
+                unit = "element"
+            fits = _fitting_paddings(n, eff, s, pair)
+            raise ValueError(
+                f"{op}: strict=True and the {names[i]} does not fit: "
+                f"(W - F + 2P) / S + 1 = ({n} - {eff} + {_format_padding_term(pair)}) / {s} + 1"
+                f" = {span / s + 1:g} is not an integer (W = {what} {names[i]} {n}, "
+                f"F = {eff}{dil}, P = padding {pair}, S = stride {s}). "
+                f"The last {rem} {unit}{'s' if rem > 1 else ''} of the padded {what} "
+                f"would be ignored. Nearest paddings that fit: "
+                f"{', '.join(fits[:2])} as (before, after); "
+                f"{' or '.join(fits[2:]) or 'none'} on both sides.")
+        if ceil_mode:
+            o = -(-span // s) + 1
+            if (o - 1) * s >= n + pair[0]:  # last window starts in the end padding
+                o -= 1
+        else:
+            o = span // s + 1
+        out.append(o)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------
+# Arrays
+# --------------------------------------------------------------------------
+
+def as_array(op, name, value):
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - e.g. ragged nested sequences
+        raise TypeError(f"{op}: {name} must be array-like, got {type(value).__name__} "
+                        f"({exc})") from None
+    return arr
+
+
+def check_ndim(op, name, arr, ndim, layout):
+    if arr.ndim != ndim:
+        raise ValueError(f"{op}: {name} must have {ndim} dimensions {layout}, "
+                         f"got shape {arr.shape} ({arr.ndim} dimensions)")
+
+
+def compute_dtype(op, **arrays):
+    """The dtype an op computes in, from its operands (None entries skipped).
+
+    float32 and float64 are kept; other real dtypes follow np.result_type and
+    are computed in float64 (float16 in float32).  Complex, object, string
+    and mixed float32/float64 operands raise TypeError.
+    """
+    named = {k: v for k, v in arrays.items() if v is not None}
+    for name, a in named.items():
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{op}: {name} has dtype {a.dtype}; expected a real "
+                            f"dtype (float32 and float64 are computed natively)")
+    kinds = {name: a.dtype for name, a in named.items()
+             if a.dtype in (np.float32, np.float64)}
+    if len(set(kinds.values())) > 1:
+        listing = ", ".join(f"{n} is {d}" for n, d in kinds.items())
+        raise TypeError(f"{op}: mixed float32 and float64 operands ({listing}); "
+                        f"cast them to one dtype")
+    dt = np.result_type(*[a.dtype for a in named.values()])
+    if dt == np.float16:
+        return np.dtype(np.float32)
+    if dt in (np.float32, np.float64):
+        return dt
+    return np.dtype(np.float64)
+
+
+def contiguous(arr, dtype):
+    """C-contiguous array of ``dtype``; a copy only when needed."""
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_out(op, out, shape, dtype, inputs):
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise ValueError(f"{op}: out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{op}: out has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise ValueError(f"{op}: out has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{op}: out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{op}: out is read-only")
+    for name, a in inputs.items():
+        if a is not None and isinstance(a, np.ndarray) and np.may_share_memory(out, a):
+            raise ValueError(f"{op}: out shares memory with {name}; pass a separate array")
+    return out
+
+
+def check_needs(op, needs, allowed=("input", "weight", "bias")):
+    if isinstance(needs, str):
+        needs = (needs,)
+    try:
+        needs = tuple(needs)
+    except TypeError:
+        raise TypeError(f"{op}: needs must be a tuple of names from {allowed}, "
+                        f"got {needs!r}") from None
+    for n in needs:
+        if n not in allowed:
+            raise ValueError(f"{op}: needs must name gradients from {allowed}, got {n!r}")
+    return frozenset(needs)
+
+
+# --------------------------------------------------------------------------
+# Convolution geometry
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything a convolution kernel needs, validated and normalised."""
+    nd: int
+    N: int
+    C_in: int
+    C_out: int
+    groups: int
+    spatial: tuple          # input spatial size (unpadded)
+    kernel: tuple
+    stride: tuple
+    dilation: tuple
+    pads: tuple             # ((before, after), ...)
+    out_spatial: tuple
+    channels_last: bool
+    padding_mode: str
+
+    @property
+    def input_shape(self):
+        if self.channels_last:
+            return (self.N, *self.spatial, self.C_in)
+        return (self.N, self.C_in, *self.spatial)
+
+    @property
+    def output_shape(self):
+        if self.channels_last:
+            return (self.N, *self.out_spatial, self.C_out)
+        return (self.N, self.C_out, *self.out_spatial)
+
+
+def _layout(nd, channels_last):
+    sp = ", ".join(("D", "H", "W")[3 - nd:])
+    return f"(N, {sp}, C)" if channels_last else f"(N, C, {sp})"
+
+
+def conv_geometry(op, nd, x, weight, bias, stride, padding, dilation, groups, *,
+                  padding_mode="zeros", channels_last=False, strict=False):
+    """Validate a convolution's arguments and compute its geometry."""
+    if not isinstance(channels_last, (bool, np.bool_)):
+        raise TypeError(f"{op}: channels_last must be a bool, got {channels_last!r}")
+    check_ndim(op, "input", x, nd + 2, _layout(nd, channels_last))
+    check_ndim(op, "weight", weight, nd + 2,
+               f"(C_out, C_in // groups, {', '.join(('kD', 'kH', 'kW')[3 - nd:])})")
+    check_choice(op, "padding_mode", padding_mode, PADDING_MODES)
+    groups = positive_int(op, "groups", groups)
+    N = x.shape[0]
+    C_in = x.shape[-1] if channels_last else x.shape[1]
+    spatial = tuple(x.shape[1:-1] if channels_last else x.shape[2:])
+    C_out, cg = weight.shape[0], weight.shape[1]
+    kernel = tuple(weight.shape[2:])
+    if any(k < 1 for k in kernel) or cg < 1:
+        raise ValueError(f"{op}: weight has shape {weight.shape}; every kernel size and "
+                         f"C_in // groups must be positive")
+    if C_out < 1:
+        raise ValueError(f"{op}: weight has shape {weight.shape}; expected at least one "
+                         f"output channel")
+    if C_in % groups:
+        raise ValueError(f"{op}: groups={groups} does not divide the input's "
+                         f"{C_in} channels")
+    if C_out % groups:
+        raise ValueError(f"{op}: groups={groups} does not divide the weight's "
+                         f"{C_out} output channels (weight shape {weight.shape})")
+    if cg * groups != C_in:
+        raise ValueError(f"{op}: input has {C_in} channels, weight expects "
+                         f"{cg * groups} (C_in // groups = {cg}, groups = {groups})")
+    if bias is not None and (bias.ndim != 1 or bias.shape[0] != C_out):
+        raise ValueError(f"{op}: bias must have shape ({C_out},) to match the weight's "
+                         f"{C_out} output channels, got shape {bias.shape}")
+    stride = int_tuple(op, "stride", stride, nd, 1)
+    dilation = int_tuple(op, "dilation", dilation, nd, 1)
+    pads = padding_pairs(op, padding, nd, spatial, kernel, stride, dilation)
+    if padding_mode != "zeros":
+        _check_mode_padding(op, padding_mode, spatial, pads)
+    out_spatial = output_size(op, spatial, kernel, stride, dilation, pads, strict=strict)
+    return ConvGeometry(nd, N, C_in, C_out, groups, spatial, kernel, stride, dilation,
+                        pads, out_spatial, bool(channels_last), padding_mode)
+
+
+def _check_mode_padding(op, mode, spatial, pads):
+    names = dim_names(len(spatial))
+    for name, n, (b, a) in zip(names, spatial, pads):
+        if mode == "reflect" and max(b, a) >= n:
+            raise ValueError(f"{op}: padding_mode='reflect' needs padding smaller than "
+                             f"the input {name} {n}, got padding ({b}, {a})")
+        if mode == "circular" and max(b, a) > n:
+            raise ValueError(f"{op}: padding_mode='circular' needs padding at most the "
+                             f"input {name} {n}, got padding ({b}, {a})")
+
+
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+def prod(values):
+    return math.prod(values)

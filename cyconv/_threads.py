@@ -1,0 +1,181 @@
+"""Thread counts: the process default, per-thread overrides, and BLAS limits.
+
+Every kernel receives its thread count explicitly (``num_threads=`` on each
+OpenMP region), so no other library that shares the OpenMP runtime (PyTorch
+ships a libgomp of the same name) can change cyconv's team size.
+"""
+import contextlib
+import operator
+import os
+import threading
+
+__all__ = ["get_num_threads", "set_num_threads", "num_threads"]
+
+_local = threading.local()
+_lock = threading.Lock()
+_state = {"default": None, "source": None}
+
+
+def _positive_int(name, value):
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive int, got {value!r} "
+                        f"of type {type(value).__name__}") from None
+    if isinstance(value, bool) or n < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return n
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))  # affinity aware (Linux)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _from_env(var):
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return None
+    first = raw.split(",")[0].strip()  # OMP_NUM_THREADS may list nested levels
+    try:
+        n = int(first)
+    except ValueError:
+        return None
+    return n if n >= 1 else None
+
+
+def default_num_threads():
+    """(count, source): CYCONV_NUM_THREADS, else OMP_NUM_THREADS, else CPUs."""
+    for var in ("CYCONV_NUM_THREADS", "OMP_NUM_THREADS"):
+        n = _from_env(var)
+        if n is not None:
+            return n, var
+    return _cpu_count(), "CPU affinity"
+
+
+def get_num_threads():
+    """Number of threads cyconv's kernels use in the calling thread.
+
+    Returns
+    -------
+    int
+        The innermost active ``num_threads`` context of this thread, else
+        the process default set by :func:`set_num_threads`, else
+        ``CYCONV_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the number of
+        CPUs this process may run on.
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> with cyconv.num_threads(1):
+    ...     cyconv.get_num_threads()
+    1
+    """
+    stack = getattr(_local, "stack", None)
+    if stack:
+        return stack[-1]
+    if _state["default"] is None:
+        _state["default"], _state["source"] = default_num_threads()
+    return _state["default"]
+
+
+def set_num_threads(n):
+    """Set the process-wide default number of threads for cyconv's kernels.
+
+    Parameters
+    ----------
+    n : int
+        A positive count.  An active ``num_threads`` context of the calling
+        thread still takes precedence until it exits.
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> cyconv.set_num_threads(2)
+    """
+    n = _positive_int("n", n)
+    _state["default"], _state["source"] = n, "set_num_threads"
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Context manager: use ``n`` threads in the calling thread only.
+
+    Other Python threads keep their own setting.  Contexts nest.
+
+    Examples
+    --------
+    >>> import numpy as np, cyconv
+    >>> x = np.ones((1, 1, 4, 4)); w = np.ones((1, 1, 3, 3))
+    >>> with cyconv.num_threads(1):
+    ...     y = cyconv.conv2d(x, w)
+    """
+    n = _positive_int("n", n)
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(n)
+    try:
+        yield n
+    finally:
+        stack.pop()
+
+
+def default_source():
+    get_num_threads()
+    return _state["source"]
+
+
+# --------------------------------------------------------------------------
+# BLAS inside OpenMP regions
+# --------------------------------------------------------------------------
+# GEMMs run inside cyconv's OpenMP loops, so the BLAS they call must be
+# single-threaded while a kernel runs, or the two pools multiply (OpenBLAS
+# also warns and slows down 2-7x).  The limit is reference counted so that
+# concurrent calls from several Python threads restore the user's setting only
+# when the last one leaves.
+
+_blas = {"controllers": None, "active": 0, "saved": None}
+
+
+def blas_controllers():
+    """threadpoolctl controllers of the BLAS libraries loaded in the process.
+
+    Created after the kernels (and so scipy.linalg.cython_blas and its
+    OpenBLAS) are loaded: a controller made earlier would not see that
+    library and its limits would silently do nothing.
+    """
+    if _blas["controllers"] is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's BLAS)
+        from threadpoolctl import ThreadpoolController
+
+        from ._kernels import _conv2d  # noqa: F401
+
+        ctl = ThreadpoolController()
+        _blas["controllers"] = [c for c in ctl.lib_controllers
+                                if c.user_api == "blas"]
+    return _blas["controllers"]
+
+
+@contextlib.contextmanager
+def blas_single_threaded():
+    """Limit every loaded BLAS to one thread while the block runs."""
+    libs = blas_controllers()
+    with _lock:
+        if _blas["active"] == 0:
+            _blas["saved"] = [lib.num_threads for lib in libs]
+            for lib in libs:
+                if lib.num_threads != 1:
+                    lib.set_num_threads(1)
+        _blas["active"] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas["active"] -= 1
+            if _blas["active"] == 0:
+                for lib, n in zip(libs, _blas["saved"]):
+                    if lib.num_threads != n:
+                        lib.set_num_threads(n)

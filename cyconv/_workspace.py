@@ -1,0 +1,50 @@
+"""Scratch memory for the kernels: bounded, and reused between calls.
+
+Fresh memory is slow to touch the first time (page faults), so each calling
+Python thread keeps its scratch buffers and reuses them; they grow to the
+largest request seen, which the limits below bound whatever the batch size:
+
+* im2col tiles: at most TILE_BYTES per OpenMP thread;
+* weight-gradient partial sums: at most PARTIAL_BYTES per call, in at most
+  MAX_BUCKETS buckets (none when the weights alone exceed that).
+"""
+import threading
+
+import numpy as np
+
+TILE_BYTES = 2 << 20      # 2 MiB of im2col columns per thread
+PARTIAL_BYTES = 16 << 20  # 16 MiB of partial weight gradients per call
+MAX_BUCKETS = 16
+
+_local = threading.local()
+
+
+def scratch(key, shape, dtype):
+    """An uninitialised array of ``shape``, reused across calls of this thread."""
+    dtype = np.dtype(dtype)
+    nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
+    bufs = _local.__dict__.setdefault("bufs", {})
+    buf = bufs.get(key)
+    if buf is None or buf.nbytes < nbytes:
+        buf = bufs[key] = np.empty(nbytes, np.uint8)
+    return buf[:int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def tile_size(k, length, itemsize):
+    """Output positions per im2col tile of ``k`` rows: within TILE_BYTES.
+
+    A function of the shape only, never of the thread count, so that results
+    are identical for every number of threads.
+    """
+    return max(1, min(length, TILE_BYTES // max(1, k * itemsize)))
+
+
+def row_aligned(tile, row):
+    """Round a tile down to whole rows of ``row`` positions when it spans one."""
+    return tile - tile % row if tile >= row else tile
+
+
+def buckets(items, weight_bytes):
+    """Number of weight-gradient partial sums: 1 means accumulate in place."""
+    p = min(items, MAX_BUCKETS, PARTIAL_BYTES // max(1, weight_bytes))
+    return p if p > 1 else 1
