@@ -124,9 +124,7 @@ def _fitting_paddings(size, eff, stride, pair):
     sym = [p for p in range(0, max(before, after) + 2 * stride + 1)
            if (size + 2 * p - eff) >= 0 and (size + 2 * p - eff) % stride == 0]
     sym.sort(key=lambda p: (abs(2 * p - before - after), p))
-    text = [f"({b}, {a})" for b, a in out]
-    text += [str(p) for p in sym[:2]]
-    return text
+    return [f"({b}, {a})" for b, a in out], [str(p) for p in sym[:2]]
 
 
 def output_size(op, spatial, kernel, stride, dilation, pads, *, strict=False,
@@ -152,7 +150,7 @@ def output_size(op, spatial, kernel, stride, dilation, pads, *, strict=False,
             unit = "row" if names[i] in ("height", "depth") else "column"
             if names[i] == "length":
                 unit = "element"
-            fits = _fitting_paddings(n, eff, s, pair)
+            pairs, symmetric = _fitting_paddings(n, eff, s, pair)
             raise ValueError(
                 f"{op}: strict=True and the {names[i]} does not fit: "
                 f"(W - F + 2P) / S + 1 = ({n} - {eff} + {_format_padding_term(pair)}) / {s} + 1"
@@ -160,8 +158,9 @@ def output_size(op, spatial, kernel, stride, dilation, pads, *, strict=False,
                 f"F = {eff}{dil}, P = padding {pair}, S = stride {s}). "
                 f"The last {rem} {unit}{'s' if rem > 1 else ''} of the padded {what} "
                 f"would be ignored. Nearest paddings that fit: "
-                f"{', '.join(fits[:2])} as (before, after); "
-                f"{' or '.join(fits[2:]) or 'none'} on both sides.")
+                f"{' or '.join(pairs)} as (before, after)"
+                + (f", or {' or '.join(symmetric)} on both sides." if symmetric
+                   else "; no equal padding on both sides fits."))
         if ceil_mode:
             o = -(-span // s) + 1
             if (o - 1) * s >= n + pair[0]:  # last window starts in the end padding

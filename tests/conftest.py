@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from cyconv import _workspace
+
+# Tolerances relative to the output's scale (max |reference|).
+RTOL = {np.float32: 1e-4, np.float64: 1e-10}
+
+
+def assert_close(actual, expected, dtype, what=""):
+    actual = np.asarray(actual)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
+    assert actual.dtype == np.dtype(dtype), (what, actual.dtype, dtype)
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    err = float(np.abs(actual.astype(np.float64) - expected).max(initial=0.0))
+    assert err <= RTOL[dtype] * scale, f"{what}: max error {err:.3g} (scale {scale:.3g})"
+
+
+def to_last(a):
+    """(N, C, ...) -> (N, ..., C)"""
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+def to_first(a):
+    """(N, ..., C) -> (N, C, ...)"""
+    return np.ascontiguousarray(np.moveaxis(a, -1, 1))
+
+
+def random(rng, shape, dtype=np.float32):
+    """Values exactly representable in float32, so one float64 reference
+    serves both dtypes."""
+    return rng.standard_normal(shape).astype(np.float32).astype(dtype)
+
+
+@pytest.fixture(params=["default", "tiles3", "tiles8"])
+def workspace_mode(request, monkeypatch):
+    """Force the kernels' tiling paths: several tiles per image (splitting
+    rows, or whole-row bands for the parallel col2im), one partial bucket
+    per tile or accumulation in place."""
+    if request.param == "tiles3":
+        monkeypatch.setattr(_workspace, "tile_size", lambda k, n, i: min(n, 3))
+        monkeypatch.setattr(_workspace, "PARTIAL_BYTES", 1)
+    elif request.param == "tiles8":
+        monkeypatch.setattr(_workspace, "tile_size", lambda k, n, i: min(n, 8))
+    return request.param
