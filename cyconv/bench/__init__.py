@@ -1,0 +1,1 @@
+"""cyconv's benchmark: ``python -m cyconv.bench`` (see ``--help``)."""
