@@ -142,7 +142,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     b = P.contiguous(bias, dtype) if bias is not None else np.empty(0, dtype)
     L = int(np.prod(geo.out_spatial))
     tile = _workspace.tile_size(w2.shape[1], L, dtype.itemsize)
-    n = get_num_threads()
+    n = min(get_num_threads(), geo.N * geo.groups * -(-L // tile))
     ws = _workspace.scratch("col", (n, w2.shape[1] * tile), dtype)
     with blas_single_threaded():
         _conv2d.conv2d_forward(xk, w2, b, _flat(y, geo, geo.C_out), *_launch(geo, pads),
@@ -205,15 +205,16 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     w2 = _weight_matrix(weight, dtype, geo.channels_last)
     K = w2.shape[1]
     L = gy.shape[1] if geo.channels_last else gy.shape[2]
-    n = get_num_threads()
+    threads = get_num_threads()
     xk, pads = _kernel_input(geo, x, dtype)
     launch = _launch(geo, pads)
     with blas_single_threaded():
         if "weight" in needs:
             tile = _workspace.tile_size(K, L, dtype.itemsize)
-            ws = _workspace.scratch("col", (n, K * tile), dtype)
             items = geo.N * -(-L // tile)
             nb = _workspace.buckets(items, w2.size * dtype.itemsize)
+            n = min(threads, nb)
+            ws = _workspace.scratch("col", (n, K * tile), dtype)
             partial = (_workspace.scratch("partial", (nb, w2.size), dtype) if nb > 1
                        else np.empty((1, 1), dtype))
             gw2 = np.empty_like(w2)
@@ -227,6 +228,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         if "input" in needs:
             Wo = geo.out_spatial[1]
             tile = _workspace.row_aligned(_workspace.tile_size(K, L, dtype.itemsize), Wo)
+            n = min(threads, geo.N * geo.groups * -(-L // tile))
             ws = _workspace.scratch("col", (n, K * tile), dtype)
             gxk = np.zeros(xk.shape, dtype)
             _conv2d.conv2d_backward_input(gy, w2, gxk, *launch, ws, tile, n)

@@ -21,6 +21,7 @@ CASES = {
     "depthwise_multiplier": (1, 3, 7, 5, 6, (3, 3), 2, 1, 1, 3, "zeros"),
     "asymmetric": (2, 3, 8, 7, 2, (3, 3), 1, ((1, 2), (0, 3)), 1, 1, "zeros"),
     "asymmetric_stride2": (1, 2, 9, 9, 3, (3, 2), 2, ((0, 2), (3, 1)), 1, 1, "zeros"),
+    "asymmetric_stride3": (2, 2, 11, 10, 3, (3, 3), 3, ((2, 0), (1, 2)), 1, 1, "zeros"),
     "same_s1_even_kernel": (2, 2, 7, 6, 3, (4, 2), 1, "same", 1, 1, "zeros"),
     "same_s2": (2, 3, 9, 8, 2, (3, 3), 2, "same", 1, 1, "zeros"),
     "same_s3_dilated": (1, 2, 10, 11, 3, (3, 3), 3, "same", 2, 1, "zeros"),

@@ -114,7 +114,7 @@ def test_mixed_float32_float64():
 
 
 def test_bad_out():
-    good = np.empty((2, 4, 8, 8), np.float32)
+    good = np.zeros((2, 4, 8, 8), np.float32)
     _raises(ValueError, r"out has shape \(2, 4, 8, 9\), expected \(2, 4, 8, 8\)",
             cyconv.conv2d, X, W, out=np.empty((2, 4, 8, 9), np.float32))
     _raises(ValueError, r"out has dtype float64, expected float32",
