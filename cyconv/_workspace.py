@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-TILE_BYTES = 2 << 20      # 2 MiB of im2col columns per thread
+TILE_BYTES = 1 << 20      # 1 MiB of im2col columns per thread (about one L2)
 PARTIAL_BYTES = 16 << 20  # 16 MiB of partial weight gradients per call
 MAX_BUCKETS = 16
 
