@@ -114,7 +114,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     per-thread workspace, then one GEMM through scipy's BLAS (single-threaded
     inside the OpenMP loop).  Beyond its input, output and weights (and, for
     reflect/replicate/circular padding, a padded copy of the input) a call
-    uses at most 2 MiB of workspace per thread, whatever the batch size.
+    uses at most 1 MiB of workspace per thread, whatever the batch size.
 
     Examples
     --------
@@ -174,7 +174,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     -----
     The weight gradient is reduced through at most 16 partial sums of at most
     16 MiB in all (fixed by the shape, so results do not depend on the thread
-    count); with im2col tiles of at most 2 MiB per thread, that is the whole
+    count); with im2col tiles of at most 1 MiB per thread, that is the whole
     workspace beyond the inputs and outputs, whatever the batch size.
 
     Examples
