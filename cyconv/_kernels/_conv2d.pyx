@@ -44,6 +44,18 @@ cdef inline Geom _geom(Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t cstr
     return g
 
 
+cdef inline Geom _conv_geom(Py_ssize_t* shape, bint channels_last, Py_ssize_t groups,
+                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                            Py_ssize_t Ho, Py_ssize_t Wo) noexcept:
+    """Geometry of one group's transfer from the shape of a (N, ...) input:
+    g.C is the group's channel count, g.cstride all the input's channels."""
+    cdef Py_ssize_t C = shape[3] if channels_last else shape[1]
+    cdef Py_ssize_t H = shape[1] if channels_last else shape[2]
+    cdef Py_ssize_t W = shape[2] if channels_last else shape[3]
+    return _geom(H, W, C // groups, C, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+
+
 cdef inline Py_ssize_t _first_at_least(Py_ssize_t a, Py_ssize_t s) noexcept nogil:
     """Smallest o >= 0 with o * s >= a."""
     if a <= 0:
@@ -184,17 +196,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x,      # in
                    bint channels_last,
                    floating[:, ::1] ws,                  # scratch (threads, K*tile)
                    Py_ssize_t tile, int num_threads):
-    cdef Py_ssize_t N = x.shape[0]
-    cdef Py_ssize_t C = x.shape[3] if channels_last else x.shape[1]
-    cdef Py_ssize_t H = x.shape[1] if channels_last else x.shape[2]
-    cdef Py_ssize_t W = x.shape[2] if channels_last else x.shape[3]
+    cdef Geom g = _conv_geom(x.shape, channels_last, groups, kh, kw, sh, sw, ph, pw,
+                             dh, dw, Ho, Wo)
+    cdef Py_ssize_t N = x.shape[0], C = g.cstride, H = g.H, W = g.W
     cdef Py_ssize_t C_out = w.shape[0], K = w.shape[1]
-    cdef Py_ssize_t Cg = C // groups, Kg = C_out // groups
+    cdef Py_ssize_t Cg = g.C, Kg = C_out // groups
     cdef Py_ssize_t L = Ho * Wo
     cdef Py_ssize_t ntiles = (L + tile - 1) // tile
     cdef Py_ssize_t nitems = N * groups * ntiles
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Geom g = _geom(H, W, Cg, C, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     cdef Py_ssize_t item, n, grp, t, l0, l1, lt, k, l
     cdef floating* buf = NULL
     cdef floating* yp
@@ -251,17 +261,15 @@ def conv2d_backward_weight(const floating[:, :, :, ::1] x,    # in
     order.  The result is therefore the same for any number of threads.
     With P == 1 the single bucket accumulates straight into gw.
     """
-    cdef Py_ssize_t N = x.shape[0]
-    cdef Py_ssize_t C = x.shape[3] if channels_last else x.shape[1]
-    cdef Py_ssize_t H = x.shape[1] if channels_last else x.shape[2]
-    cdef Py_ssize_t W = x.shape[2] if channels_last else x.shape[3]
+    cdef Geom g = _conv_geom(x.shape, channels_last, groups, kh, kw, sh, sw, ph, pw,
+                             dh, dw, Ho, Wo)
+    cdef Py_ssize_t N = x.shape[0], C = g.cstride, H = g.H, W = g.W
     cdef Py_ssize_t C_out = gw.shape[0], K = gw.shape[1]
-    cdef Py_ssize_t Cg = C // groups, Kg = C_out // groups
+    cdef Py_ssize_t Cg = g.C, Kg = C_out // groups
     cdef Py_ssize_t L = Ho * Wo
     cdef Py_ssize_t ntiles = (L + tile - 1) // tile
     cdef Py_ssize_t nitems = N * ntiles
     cdef Py_ssize_t P = partial.shape[0] if partial.shape[0] > 1 else 1
-    cdef Geom g = _geom(H, W, Cg, C, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     cdef Py_ssize_t bucket, item, n, grp, t, l0, l1, lt, e, q
     cdef floating* buf = NULL
     cdef floating* dst
@@ -341,18 +349,16 @@ def conv2d_backward_input(const floating[:, :, ::1] gy,     # in, layout of y
     which a pixel receives its sums is fixed, so results do not depend on the
     thread count).  Otherwise each (sample, group) walks its tiles in order.
     """
-    cdef Py_ssize_t N = gx.shape[0]
-    cdef Py_ssize_t C = gx.shape[3] if channels_last else gx.shape[1]
-    cdef Py_ssize_t H = gx.shape[1] if channels_last else gx.shape[2]
-    cdef Py_ssize_t W = gx.shape[2] if channels_last else gx.shape[3]
+    cdef Geom g = _conv_geom(gx.shape, channels_last, groups, kh, kw, sh, sw, ph, pw,
+                             dh, dw, Ho, Wo)
+    cdef Py_ssize_t N = gx.shape[0], C = g.cstride, H = g.H, W = g.W
     cdef Py_ssize_t C_out = w.shape[0], K = w.shape[1]
-    cdef Py_ssize_t Cg = C // groups, Kg = C_out // groups
+    cdef Py_ssize_t Cg = g.C, Kg = C_out // groups
     cdef Py_ssize_t L = Ho * Wo
     cdef Py_ssize_t ntiles = (L + tile - 1) // tile
     cdef Py_ssize_t rows = tile // Wo
     cdef bint banded = (ntiles > 1 and tile % Wo == 0
                         and (rows + 1) * sh > (kh - 1) * dh)
-    cdef Geom g = _geom(H, W, Cg, C, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     cdef Py_ssize_t phase, nb, item, n, grp, t, l0, l1
     cdef Py_ssize_t ld_gy = C_out if channels_last else L
     cdef floating* buf = NULL
@@ -421,16 +427,15 @@ cdef void _whole(const floating[:, :, :, ::1] x, const floating[:, :, ::1] col,
     row blocks of col; col2im (overlapping scatter) takes one item per sample."""
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t C = x.shape[3] if channels_last else x.shape[1]
-    cdef Py_ssize_t H = x.shape[1] if channels_last else x.shape[2]
-    cdef Py_ssize_t W = x.shape[2] if channels_last else x.shape[3]
+    # channels last moves every channel of a pixel at once, channels first one plane
+    cdef Geom g = _conv_geom(x.shape, channels_last, 1 if channels_last else max(C, 1),
+                             kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     cdef Py_ssize_t L = Ho * Wo, kk = kh * kw
     cdef Py_ssize_t nblk = 1
     cdef Py_ssize_t item, n, c, b, l0, l1
-    cdef Geom g
     if N == 0 or C == 0:
         return
     if channels_last:
-        g = _geom(H, W, C, C, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
         if to_col:
             nblk = min(L, 64)
         for item in prange(N * nblk, nogil=True, schedule="static",
@@ -442,7 +447,6 @@ cdef void _whole(const floating[:, :, :, ::1] x, const floating[:, :, ::1] col,
             _transfer_cl(<floating*> &x[n, 0, 0, 0], &g, l0, l1,
                          <floating*> &col[n, l0, 0], to_col)
     else:
-        g = _geom(H, W, 1, 1, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
         for item in prange(N * C, nogil=True, schedule="static",
                            num_threads=num_threads):
             n = item // C
