@@ -8,6 +8,8 @@ from ._threads import get_num_threads, num_threads, set_num_threads
 from ._version import __version__
 from .conv import ConvGrads, conv2d, conv2d_backward
 from .patches import col2im, im2col
+from .pool import *  # noqa: F403  (max/avg/lp/adaptive pooling, 1-D to 3-D)
+from .pool import __all__ as _pool_all
 
 __all__ = [
     "__version__",
@@ -20,4 +22,5 @@ __all__ = [
     "conv2d_backward",
     "im2col",
     "col2im",
+    *_pool_all,
 ]

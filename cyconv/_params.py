@@ -7,6 +7,7 @@ TypeError about an argument is raised from this module.
 import math
 import operator
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -355,3 +356,132 @@ def ceil_div(a, b):
 
 def prod(values):
     return math.prod(values)
+
+
+# --------------------------------------------------------------------------
+# Pooling geometry
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """A pooling op's shapes and its per-dim window tables (see _kernels/_pool)."""
+    nd: int
+    N: int
+    C: int
+    spatial: tuple
+    out_spatial: tuple
+    channels_last: bool
+    first: np.ndarray       # (3, max_out) intp
+    count: np.ndarray
+    divc: np.ndarray
+    step: np.ndarray        # (3,) intp
+
+    @property
+    def input_shape(self):
+        return _shape(self.N, self.C, self.spatial, self.channels_last)
+
+    @property
+    def output_shape(self):
+        return _shape(self.N, self.C, self.out_spatial, self.channels_last)
+
+    def view5(self, arr, spatial):
+        """``arr`` as (N, C, D, H, W) or (N, D, H, W, C) with unit dims added."""
+        pad = (1,) * (3 - self.nd)
+        if self.channels_last:
+            return arr.reshape(self.N, *pad, *spatial, self.C)
+        return arr.reshape(self.N, self.C, *pad, *spatial)
+
+
+def _shape(N, C, spatial, channels_last):
+    return (N, *spatial, C) if channels_last else (N, C, *spatial)
+
+
+def _tables(windows, nd):
+    """Stack per-dim (first, count, divc, step) into (3, max) kernel tables,
+    unit dims first for nd < 3."""
+    unit = (np.zeros(1, np.intp), np.ones(1, np.intp), np.ones(1, np.intp), 1)
+    windows = [unit] * (3 - nd) + list(windows)
+    width = max(len(w[0]) for w in windows)
+    tabs = []
+    for k in range(3):
+        t = np.zeros((3, width), np.intp)
+        for d, w in enumerate(windows):
+            t[d, :len(w[k])] = w[k]
+        tabs.append(t)
+    return (*tabs, np.array([w[3] for w in windows], np.intp))
+
+
+def pool_windows(op, name, n, k, s, d, pair, out):
+    """Tables of one dim's windows: first tap in the input, taps in the input,
+    taps in input + padding; every window must touch the input."""
+    before, after = pair
+    taps = (np.arange(out) * s - before)[:, None] + np.arange(k)[None, :] * d
+    inside = (taps >= 0) & (taps < n)
+    count = inside.sum(axis=1)
+    if not count.all():
+        o = int(np.argmin(count))
+        raise ValueError(
+            f"{op}: window {o} of the {name} lies wholly in the padding (taps at "
+            f"{int(taps[o, 0])}..{int(taps[o, -1])} of an input of {n}, padding {pair}); "
+            f"use less padding than kernel_size {k} so that every window touches the input")
+    first = taps[np.arange(out), np.argmax(inside, axis=1)]
+    in_padded = ((taps >= -before) & (taps < n + after)).sum(axis=1)
+    return first.astype(np.intp), count.astype(np.intp), in_padded.astype(np.intp), d
+
+
+def adaptive_windows(n, out):
+    """PyTorch's adaptive windows: [floor(o*n/out), ceil((o+1)*n/out))."""
+    o = np.arange(out)
+    start = (o * n) // out
+    end = -((-(o + 1) * n) // out)
+    count = (end - start).astype(np.intp)
+    return start.astype(np.intp), count, count, 1
+
+
+def _pool_input(op, x, nd, channels_last):
+    if not isinstance(channels_last, (bool, np.bool_)):
+        raise TypeError(f"{op}: channels_last must be a bool, got {channels_last!r}")
+    check_ndim(op, "input", x, nd + 2, _layout(nd, channels_last))
+    N = x.shape[0]
+    C = x.shape[-1] if channels_last else x.shape[1]
+    spatial = tuple(x.shape[1:-1] if channels_last else x.shape[2:])
+    return N, C, spatial
+
+
+def pool_geometry(op, nd, shape, kernel_size, stride, padding, dilation, ceil_mode,
+                  *, channels_last=False, strict=False, what="input"):
+    """Validate a pooling op's window arguments for an input array or shape."""
+    if not hasattr(shape, "shape"):  # a shape tuple (backward ops)
+        shape = SimpleNamespace(shape=tuple(shape), ndim=len(shape))
+    N, C, spatial = _pool_input(op, shape, nd, channels_last)
+    kernel = int_tuple(op, "kernel_size", kernel_size, nd, 1)
+    stride = kernel if stride is None else int_tuple(op, "stride", stride, nd, 1)
+    dilation = int_tuple(op, "dilation", dilation, nd, 1)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"{op}: ceil_mode must be a bool, got {ceil_mode!r}")
+    pads = padding_pairs(op, padding, nd, spatial, kernel, stride, dilation)
+    out = output_size(op, spatial, kernel, stride, dilation, pads, strict=strict,
+                      ceil_mode=bool(ceil_mode), what=what)
+    names = dim_names(nd)
+    windows = [pool_windows(op, names[i], spatial[i], kernel[i], stride[i], dilation[i],
+                            pads[i], out[i]) for i in range(nd)]
+    return PoolGeometry(nd, N, C, spatial, out, bool(channels_last), *_tables(windows, nd))
+
+
+def adaptive_geometry(op, nd, x, output_size, *, channels_last=False):
+    N, C, spatial = _pool_input(op, x, nd, channels_last)
+    if output_size is None or isinstance(output_size, (tuple, list)):
+        sizes = tuple(output_size) if output_size is not None else (None,) * nd
+        if len(sizes) != nd:
+            raise ValueError(f"{op}: output_size must be an int or a tuple of {nd} "
+                             f"ints (None keeps the input size), got {output_size!r}")
+        out = tuple(n if v is None else int_tuple(op, "output_size", v, 1, 1)[0]
+                    for n, v in zip(spatial, sizes))
+    else:
+        out = int_tuple(op, "output_size", output_size, nd, 1)
+    for name, n in zip(dim_names(nd), spatial):
+        if n < 1:
+            raise ValueError(f"{op}: the input {name} is 0; adaptive pooling needs at "
+                             f"least one input element per dim (input shape {x.shape})")
+    windows = [adaptive_windows(n, o) for n, o in zip(spatial, out)]
+    return PoolGeometry(nd, N, C, spatial, out, bool(channels_last), *_tables(windows, nd))

@@ -1,0 +1,296 @@
+"""Pooling kernels: max, average, Lp (forward), max and average backward.
+
+One kernel serves 1-D, 2-D and 3-D pooling, regular and adaptive windows:
+arrays are viewed as 5-D, (N, C, D, H, W) channels first or (N, D, H, W, C)
+channels last (unit dims for 1-D and 2-D), and the windows are given per
+spatial dim by tables computed in cyconv._params.pool_windows:
+
+    first[dim, o]  first input position of window o that lies in the input
+    count[dim, o]  number of window taps in the input (>= 1, validated)
+    divc[dim, o]   the divisor's factor for that dim (average pooling)
+    step[dim]      distance between taps (the dilation; 1 for adaptive)
+
+Padding never appears explicitly: taps in the padding are simply not in the
+tables, which is -inf for max and 0 for sums.  Index outputs are flat
+positions within each (n, c) input plane, (d * H + h) * W + w.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, pow
+from libc.stdint cimport int64_t
+
+cdef enum:
+    OP_MAX = 0
+    OP_AVG = 1
+    OP_LP = 2
+    CBLOCK = 16     # channels per work item in channels-last scatters
+
+
+cdef inline floating _lp_term(floating v, double p) noexcept nogil:
+    if p == 1.0:
+        return v
+    if p == 2.0:
+        return v * v
+    return <floating> pow(<double> v, p)
+
+
+def pool_forward(const floating[:, :, :, :, ::1] x,     # in
+                 floating[:, :, :, :, ::1] y,           # out
+                 int64_t[:, :, :, :, ::1] idx,          # out (max), may be unused
+                 const Py_ssize_t[:, ::1] first,
+                 const Py_ssize_t[:, ::1] count,
+                 const Py_ssize_t[:, ::1] divc,
+                 const Py_ssize_t[::1] step,
+                 int op, double norm, double divisor, bint want_idx,
+                 bint channels_last, int num_threads):
+    """op: 0 max, 1 average (a non-zero divisor overrides the tables), 2 Lp (norm)."""
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t C = x.shape[4] if channels_last else x.shape[1]
+    cdef Py_ssize_t D = x.shape[1] if channels_last else x.shape[2]
+    cdef Py_ssize_t H = x.shape[2] if channels_last else x.shape[3]
+    cdef Py_ssize_t W = x.shape[3] if channels_last else x.shape[4]
+    cdef Py_ssize_t Do = y.shape[1] if channels_last else y.shape[2]
+    cdef Py_ssize_t Ho = y.shape[2] if channels_last else y.shape[3]
+    cdef Py_ssize_t Wo = y.shape[3] if channels_last else y.shape[4]
+    cdef Py_ssize_t sd = step[0], sh = step[1], sw = step[2]
+    cdef const Py_ssize_t* fd = &first[0, 0]
+    cdef const Py_ssize_t* fh = &first[1, 0]
+    cdef const Py_ssize_t* fw = &first[2, 0]
+    cdef const Py_ssize_t* nd = &count[0, 0]
+    cdef const Py_ssize_t* nh = &count[1, 0]
+    cdef const Py_ssize_t* nw = &count[2, 0]
+    cdef const Py_ssize_t* vd = &divc[0, 0]
+    cdef const Py_ssize_t* vh = &divc[1, 0]
+    cdef const Py_ssize_t* vw = &divc[2, 0]
+    cdef const floating* xb
+    cdef floating* yb
+    cdef int64_t* ib = NULL
+    cdef Py_ssize_t item, nitems, plane, r, od, oh, ow, a, b, e, c, dd, hh, ww, pos, n
+    cdef const floating* src
+    cdef floating* dst
+    cdef int64_t* idst
+    cdef floating v, m, s, inv
+    cdef int64_t mi
+    if N == 0 or C == 0:
+        return
+    xb = &x[0, 0, 0, 0, 0]
+    yb = &y[0, 0, 0, 0, 0]
+    if want_idx:
+        ib = &idx[0, 0, 0, 0, 0]
+    if not channels_last:
+        # one item per output row of one plane
+        nitems = N * C * Do * Ho
+        for item in prange(nitems, nogil=True, schedule="static",
+                           num_threads=num_threads):
+            plane = item // (Do * Ho)
+            r = item % (Do * Ho)
+            od = r // Ho
+            oh = r % Ho
+            src = xb + plane * D * H * W
+            dst = yb + item * Wo
+            for ow in range(Wo):
+                if op == OP_MAX:
+                    m = -INFINITY
+                    mi = (fd[od] * H + fh[oh]) * W + fw[ow]
+                    for a in range(nd[od]):
+                        dd = fd[od] + a * sd
+                        for b in range(nh[oh]):
+                            hh = fh[oh] + b * sh
+                            for e in range(nw[ow]):
+                                ww = fw[ow] + e * sw
+                                pos = (dd * H + hh) * W + ww
+                                v = src[pos]
+                                if v > m or v != v:
+                                    m = v
+                                    mi = pos
+                    dst[ow] = m
+                    if want_idx:
+                        ib[item * Wo + ow] = mi
+                else:
+                    s = 0
+                    for a in range(nd[od]):
+                        dd = fd[od] + a * sd
+                        for b in range(nh[oh]):
+                            hh = fh[oh] + b * sh
+                            for e in range(nw[ow]):
+                                ww = fw[ow] + e * sw
+                                v = src[(dd * H + hh) * W + ww]
+                                if op == OP_AVG:
+                                    s = s + v
+                                else:
+                                    s = s + _lp_term(v, norm)
+                    if op == OP_AVG:
+                        if divisor != 0:
+                            dst[ow] = <floating> (s / divisor)
+                        else:
+                            dst[ow] = s / <floating> (vd[od] * vh[oh] * vw[ow])
+                    else:
+                        dst[ow] = <floating> pow(<double> s, 1.0 / norm)
+    else:
+        # one item per output pixel, all channels at once (vectorised over C)
+        nitems = N * Do * Ho * Wo
+        for item in prange(nitems, nogil=True, schedule="static",
+                           num_threads=num_threads):
+            n = item // (Do * Ho * Wo)
+            r = item % (Do * Ho * Wo)
+            od = r // (Ho * Wo)
+            oh = (r // Wo) % Ho
+            ow = r % Wo
+            dst = yb + item * C
+            idst = ib + item * C if want_idx else NULL
+            for c in range(C):
+                dst[c] = -INFINITY if op == OP_MAX else 0
+            if want_idx:
+                mi = (fd[od] * H + fh[oh]) * W + fw[ow]
+                for c in range(C):
+                    idst[c] = mi
+            for a in range(nd[od]):
+                dd = fd[od] + a * sd
+                for b in range(nh[oh]):
+                    hh = fh[oh] + b * sh
+                    for e in range(nw[ow]):
+                        ww = fw[ow] + e * sw
+                        pos = (dd * H + hh) * W + ww
+                        src = xb + (n * D * H * W + pos) * C
+                        if op == OP_MAX:
+                            if want_idx:
+                                for c in range(C):
+                                    v = src[c]
+                                    if v > dst[c] or v != v:
+                                        dst[c] = v
+                                        idst[c] = pos
+                            else:
+                                for c in range(C):
+                                    v = src[c]
+                                    dst[c] = v if (v > dst[c] or v != v) else dst[c]
+                        elif op == OP_AVG:
+                            for c in range(C):
+                                dst[c] = dst[c] + src[c]
+                        else:
+                            for c in range(C):
+                                dst[c] = dst[c] + _lp_term(src[c], norm)
+            if op == OP_AVG:
+                if divisor != 0:
+                    inv = <floating> (1.0 / divisor)
+                else:
+                    inv = 1 / <floating> (vd[od] * vh[oh] * vw[ow])
+                for c in range(C):
+                    dst[c] = dst[c] * inv
+            elif op == OP_LP:
+                for c in range(C):
+                    dst[c] = <floating> pow(<double> dst[c], 1.0 / norm)
+
+
+def max_pool_backward(const floating[:, :, :, :, ::1] gy,   # in
+                      const int64_t[:, :, :, :, ::1] idx,   # in, validated range
+                      floating[:, :, :, :, ::1] gx,         # out, zero-filled
+                      bint channels_last, int num_threads):
+    """gx[plane, idx[j]] += gy[j]: one item per plane (channels first) or per
+    (sample, block of channels) (channels last), so no two items write alike."""
+    cdef Py_ssize_t N = gx.shape[0]
+    cdef Py_ssize_t C = gx.shape[4] if channels_last else gx.shape[1]
+    cdef Py_ssize_t S = gx.shape[1] * gx.shape[2] * gx.shape[3] if channels_last \
+        else gx.shape[2] * gx.shape[3] * gx.shape[4]
+    cdef Py_ssize_t So = gy.shape[1] * gy.shape[2] * gy.shape[3] if channels_last \
+        else gy.shape[2] * gy.shape[3] * gy.shape[4]
+    cdef Py_ssize_t ncb = (C + CBLOCK - 1) // CBLOCK
+    cdef Py_ssize_t item, j, c, c0, c1, n
+    cdef const floating* g
+    cdef const int64_t* ix
+    cdef floating* out
+    if N == 0 or C == 0 or So == 0:
+        return
+    if not channels_last:
+        for item in prange(N * C, nogil=True, schedule="static", num_threads=num_threads):
+            g = &gy[0, 0, 0, 0, 0] + item * So
+            ix = &idx[0, 0, 0, 0, 0] + item * So
+            out = &gx[0, 0, 0, 0, 0] + item * S
+            for j in range(So):
+                out[ix[j]] += g[j]
+    else:
+        for item in prange(N * ncb, nogil=True, schedule="static", num_threads=num_threads):
+            n = item // ncb
+            c0 = (item % ncb) * CBLOCK
+            c1 = min(C, c0 + CBLOCK)
+            g = &gy[0, 0, 0, 0, 0] + n * So * C
+            ix = &idx[0, 0, 0, 0, 0] + n * So * C
+            out = &gx[0, 0, 0, 0, 0] + n * S * C
+            for j in range(So):
+                for c in range(c0, c1):
+                    out[ix[j * C + c] * C + c] += g[j * C + c]
+
+
+def avg_pool_backward(const floating[:, :, :, :, ::1] gy,   # in
+                      floating[:, :, :, :, ::1] gx,         # out, zero-filled
+                      const Py_ssize_t[:, ::1] first,
+                      const Py_ssize_t[:, ::1] count,
+                      const Py_ssize_t[:, ::1] divc,
+                      const Py_ssize_t[::1] step,
+                      double divisor, bint channels_last, int num_threads):
+    """Each output's gradient / divisor goes to every tap of its window."""
+    cdef Py_ssize_t N = gx.shape[0]
+    cdef Py_ssize_t C = gx.shape[4] if channels_last else gx.shape[1]
+    cdef Py_ssize_t D = gx.shape[1] if channels_last else gx.shape[2]
+    cdef Py_ssize_t H = gx.shape[2] if channels_last else gx.shape[3]
+    cdef Py_ssize_t W = gx.shape[3] if channels_last else gx.shape[4]
+    cdef Py_ssize_t Do = gy.shape[1] if channels_last else gy.shape[2]
+    cdef Py_ssize_t Ho = gy.shape[2] if channels_last else gy.shape[3]
+    cdef Py_ssize_t Wo = gy.shape[3] if channels_last else gy.shape[4]
+    cdef Py_ssize_t sd = step[0], sh = step[1], sw = step[2]
+    cdef const Py_ssize_t* fd = &first[0, 0]
+    cdef const Py_ssize_t* fh = &first[1, 0]
+    cdef const Py_ssize_t* fw = &first[2, 0]
+    cdef const Py_ssize_t* nd = &count[0, 0]
+    cdef const Py_ssize_t* nh = &count[1, 0]
+    cdef const Py_ssize_t* nw = &count[2, 0]
+    cdef const Py_ssize_t* vd = &divc[0, 0]
+    cdef const Py_ssize_t* vh = &divc[1, 0]
+    cdef const Py_ssize_t* vw = &divc[2, 0]
+    cdef Py_ssize_t ncb = (C + CBLOCK - 1) // CBLOCK
+    cdef Py_ssize_t item, od, oh, ow, a, b, e, c, c0, c1, n, o, pos
+    cdef const floating* g
+    cdef floating* out
+    cdef floating f
+    if N == 0 or C == 0:
+        return
+    if not channels_last:
+        for item in prange(N * C, nogil=True, schedule="static", num_threads=num_threads):
+            g = &gy[0, 0, 0, 0, 0] + item * Do * Ho * Wo
+            out = &gx[0, 0, 0, 0, 0] + item * D * H * W
+            o = 0
+            for od in range(Do):
+                for oh in range(Ho):
+                    for ow in range(Wo):
+                        if divisor != 0:
+                            f = <floating> (g[o] / divisor)
+                        else:
+                            f = g[o] / <floating> (vd[od] * vh[oh] * vw[ow])
+                        o = o + 1
+                        for a in range(nd[od]):
+                            for b in range(nh[oh]):
+                                pos = ((fd[od] + a * sd) * H + fh[oh] + b * sh) * W + fw[ow]
+                                for e in range(nw[ow]):
+                                    out[pos + e * sw] += f
+    else:
+        for item in prange(N * ncb, nogil=True, schedule="static", num_threads=num_threads):
+            n = item // ncb
+            c0 = (item % ncb) * CBLOCK
+            c1 = min(C, c0 + CBLOCK)
+            g = &gy[0, 0, 0, 0, 0] + n * Do * Ho * Wo * C
+            out = &gx[0, 0, 0, 0, 0] + n * D * H * W * C
+            o = 0
+            for od in range(Do):
+                for oh in range(Ho):
+                    for ow in range(Wo):
+                        if divisor != 0:
+                            f = <floating> (1.0 / divisor)
+                        else:
+                            f = 1 / <floating> (vd[od] * vh[oh] * vw[ow])
+                        for a in range(nd[od]):
+                            for b in range(nh[oh]):
+                                for e in range(nw[ow]):
+                                    pos = (((fd[od] + a * sd) * H + fh[oh] + b * sh) * W
+                                           + fw[ow] + e * sw) * C
+                                    for c in range(c0, c1):
+                                        out[pos + c] += g[o * C + c] * f
+                        o = o + 1
