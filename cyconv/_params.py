@@ -375,6 +375,7 @@ class PoolGeometry:
     count: np.ndarray
     divc: np.ndarray
     step: np.ndarray        # (3,) intp
+    wrun: np.ndarray        # (6,) intp: W-dim interior run, see interior_run()
 
     @property
     def input_shape(self):
@@ -465,7 +466,19 @@ def pool_geometry(op, nd, shape, kernel_size, stride, padding, dilation, ceil_mo
     names = dim_names(nd)
     windows = [pool_windows(op, names[i], spatial[i], kernel[i], stride[i], dilation[i],
                             pads[i], out[i]) for i in range(nd)]
-    return PoolGeometry(nd, N, C, spatial, out, bool(channels_last), *_tables(windows, nd))
+    run = interior_run(spatial[-1], kernel[-1], stride[-1], dilation[-1], pads[-1][0],
+                       out[-1])
+    return PoolGeometry(nd, N, C, spatial, out, bool(channels_last), *_tables(windows, nd),
+                        run)
+
+
+def interior_run(n, k, s, d, before, out):
+    """(k, s, d, before, lo, hi): outputs lo <= o < hi of the last dim have all
+    k taps inside the input, at o*s - before + i*d (the kernels' fast path)."""
+    lo = min(ceil_div(before, s), out)
+    last = n - 1 + before - (k - 1) * d   # o*s <= last
+    hi = max(lo, min(out, last // s + 1)) if last >= 0 else lo
+    return np.array([k, s, d, before, lo, hi], np.intp)
 
 
 def adaptive_geometry(op, nd, x, output_size, *, channels_last=False):
@@ -484,4 +497,6 @@ def adaptive_geometry(op, nd, x, output_size, *, channels_last=False):
             raise ValueError(f"{op}: the input {name} is 0; adaptive pooling needs at "
                              f"least one input element per dim (input shape {x.shape})")
     windows = [adaptive_windows(n, o) for n, o in zip(spatial, out)]
-    return PoolGeometry(nd, N, C, spatial, out, bool(channels_last), *_tables(windows, nd))
+    no_run = np.zeros(6, np.intp)  # adaptive windows take the table path throughout
+    return PoolGeometry(nd, N, C, spatial, out, bool(channels_last), *_tables(windows, nd),
+                        no_run)

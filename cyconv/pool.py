@@ -37,7 +37,7 @@ def _forward(geo, x, dtype, op_code, out=None, want_idx=False, norm=1.0, divisor
                            geo.view5(y, geo.out_spatial),
                            geo.view5(idx, geo.out_spatial) if want_idx else _NO_INDEX,
                            geo.first, geo.count, geo.divc if divc is None else divc,
-                           geo.step, op_code, float(norm), float(divisor), want_idx,
+                           geo.step, geo.wrun, op_code, float(norm), float(divisor), want_idx,
                            geo.channels_last, get_num_threads())
     return y, idx
 

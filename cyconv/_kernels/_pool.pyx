@@ -34,6 +34,97 @@ cdef inline floating _lp_term(floating v, double p) noexcept nogil:
     return <floating> pow(<double> v, p)
 
 
+cdef inline void _row_init(floating* dst, int64_t* idst, Py_ssize_t Wo, int op,
+                           Py_ssize_t row0, const Py_ssize_t* fw) noexcept nogil:
+    """Start an output row: -inf (max) or 0 (sums); indices at each window's
+    first tap (row0 is the flat position of the window's first row)."""
+    cdef Py_ssize_t o
+    for o in range(Wo):
+        dst[o] = -INFINITY if op == OP_MAX else 0
+    if idst != NULL:
+        for o in range(Wo):
+            idst[o] = row0 + fw[o]
+
+
+cdef inline void _run(const floating* row, floating* dst, int64_t* idst,
+                      Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t s, Py_ssize_t off,
+                      Py_ssize_t base, int op, double norm) noexcept nogil:
+    """One tap for the interior outputs lo <= o < hi: input row[o * s + off].
+
+    Branch-free, with the common strides as constants, so the compiler
+    vectorises it.  Max propagates NaN: (v > m) | (v != v) takes v.
+    """
+    cdef Py_ssize_t o
+    cdef floating v
+    if op == OP_MAX:
+        if idst != NULL:
+            for o in range(lo, hi):
+                v = row[o * s + off]
+                if (v > dst[o]) | (v != v):
+                    dst[o] = v
+                    idst[o] = base + o * s + off
+        elif s == 1:
+            for o in range(lo, hi):
+                v = row[o + off]
+                dst[o] = v if (v > dst[o]) | (v != v) else dst[o]
+        elif s == 2:
+            for o in range(lo, hi):
+                v = row[2 * o + off]
+                dst[o] = v if (v > dst[o]) | (v != v) else dst[o]
+        else:
+            for o in range(lo, hi):
+                v = row[o * s + off]
+                dst[o] = v if (v > dst[o]) | (v != v) else dst[o]
+    elif op == OP_AVG:
+        if s == 1:
+            for o in range(lo, hi):
+                dst[o] = dst[o] + row[o + off]
+        elif s == 2:
+            for o in range(lo, hi):
+                dst[o] = dst[o] + row[2 * o + off]
+        else:
+            for o in range(lo, hi):
+                dst[o] = dst[o] + row[o * s + off]
+    else:
+        for o in range(lo, hi):
+            dst[o] = dst[o] + _lp_term(row[o * s + off], norm)
+
+
+cdef inline void _taps(const floating* row, floating* dst, int64_t* idst, Py_ssize_t o,
+                       Py_ssize_t first, Py_ssize_t count, Py_ssize_t s,
+                       Py_ssize_t base, int op, double norm) noexcept nogil:
+    """Every tap of output o in this input row, from the window tables."""
+    cdef Py_ssize_t e, pos
+    cdef floating v
+    for e in range(count):
+        pos = first + e * s
+        v = row[pos]
+        if op == OP_MAX:
+            if (v > dst[o]) | (v != v):
+                dst[o] = v
+                if idst != NULL:
+                    idst[o] = base + pos
+        elif op == OP_AVG:
+            dst[o] = dst[o] + v
+        else:
+            dst[o] = dst[o] + _lp_term(v, norm)
+
+
+cdef inline void _row_finish(floating* dst, Py_ssize_t Wo, int op, double norm,
+                             double divisor, Py_ssize_t div_dh,
+                             const Py_ssize_t* vw) noexcept nogil:
+    cdef Py_ssize_t o
+    if op == OP_AVG:
+        for o in range(Wo):
+            if divisor != 0:
+                dst[o] = <floating> (dst[o] / divisor)
+            else:
+                dst[o] = dst[o] / <floating> (div_dh * vw[o])
+    elif op == OP_LP:
+        for o in range(Wo):
+            dst[o] = <floating> pow(<double> dst[o], 1.0 / norm)
+
+
 def pool_forward(const floating[:, :, :, :, ::1] x,     # in
                  floating[:, :, :, :, ::1] y,           # out
                  int64_t[:, :, :, :, ::1] idx,          # out (max), may be unused
@@ -41,6 +132,7 @@ def pool_forward(const floating[:, :, :, :, ::1] x,     # in
                  const Py_ssize_t[:, ::1] count,
                  const Py_ssize_t[:, ::1] divc,
                  const Py_ssize_t[::1] step,
+                 const Py_ssize_t[::1] wrun,           # W-dim interior run
                  int op, double norm, double divisor, bint want_idx,
                  bint channels_last, int num_threads):
     """op: 0 max, 1 average (a non-zero divisor overrides the tables), 2 Lp (norm)."""
@@ -53,6 +145,8 @@ def pool_forward(const floating[:, :, :, :, ::1] x,     # in
     cdef Py_ssize_t Ho = y.shape[2] if channels_last else y.shape[3]
     cdef Py_ssize_t Wo = y.shape[3] if channels_last else y.shape[4]
     cdef Py_ssize_t sd = step[0], sh = step[1], sw = step[2]
+    cdef Py_ssize_t rk = wrun[0], rs = wrun[1], rdl = wrun[2], rp = wrun[3]
+    cdef Py_ssize_t rlo = wrun[4], rhi = wrun[5]
     cdef const Py_ssize_t* fd = &first[0, 0]
     cdef const Py_ssize_t* fh = &first[1, 0]
     cdef const Py_ssize_t* fw = &first[2, 0]
@@ -78,7 +172,10 @@ def pool_forward(const floating[:, :, :, :, ::1] x,     # in
     if want_idx:
         ib = &idx[0, 0, 0, 0, 0]
     if not channels_last:
-        # one item per output row of one plane
+        # One item per output row of one plane.  For each input row of the
+        # windows: interior outputs one tap at a time (vectorised), the edge
+        # outputs tap by tap from the tables.  Per output, taps are visited in
+        # row-major order, so ties keep the first maximum.
         nitems = N * C * Do * Ho
         for item in prange(nitems, nogil=True, schedule="static",
                            num_threads=num_threads):
@@ -88,44 +185,21 @@ def pool_forward(const floating[:, :, :, :, ::1] x,     # in
             oh = r % Ho
             src = xb + plane * D * H * W
             dst = yb + item * Wo
-            for ow in range(Wo):
-                if op == OP_MAX:
-                    m = -INFINITY
-                    mi = (fd[od] * H + fh[oh]) * W + fw[ow]
-                    for a in range(nd[od]):
-                        dd = fd[od] + a * sd
-                        for b in range(nh[oh]):
-                            hh = fh[oh] + b * sh
-                            for e in range(nw[ow]):
-                                ww = fw[ow] + e * sw
-                                pos = (dd * H + hh) * W + ww
-                                v = src[pos]
-                                if v > m or v != v:
-                                    m = v
-                                    mi = pos
-                    dst[ow] = m
-                    if want_idx:
-                        ib[item * Wo + ow] = mi
-                else:
-                    s = 0
-                    for a in range(nd[od]):
-                        dd = fd[od] + a * sd
-                        for b in range(nh[oh]):
-                            hh = fh[oh] + b * sh
-                            for e in range(nw[ow]):
-                                ww = fw[ow] + e * sw
-                                v = src[(dd * H + hh) * W + ww]
-                                if op == OP_AVG:
-                                    s = s + v
-                                else:
-                                    s = s + _lp_term(v, norm)
-                    if op == OP_AVG:
-                        if divisor != 0:
-                            dst[ow] = <floating> (s / divisor)
-                        else:
-                            dst[ow] = s / <floating> (vd[od] * vh[oh] * vw[ow])
-                    else:
-                        dst[ow] = <floating> pow(<double> s, 1.0 / norm)
+            idst = ib + item * Wo if want_idx else NULL
+            _row_init(dst, idst, Wo, op, (fd[od] * H + fh[oh]) * W, fw)
+            for a in range(nd[od]):
+                dd = fd[od] + a * sd
+                for b in range(nh[oh]):
+                    hh = fh[oh] + b * sh
+                    pos = (dd * H + hh) * W
+                    for e in range(rk):
+                        _run(src + pos, dst, idst, rlo, rhi, rs, e * rdl - rp, pos, op,
+                             norm)
+                    for ow in range(rlo):
+                        _taps(src + pos, dst, idst, ow, fw[ow], nw[ow], sw, pos, op, norm)
+                    for ow in range(rhi, Wo):
+                        _taps(src + pos, dst, idst, ow, fw[ow], nw[ow], sw, pos, op, norm)
+            _row_finish(dst, Wo, op, norm, divisor, vd[od] * vh[oh], vw)
     else:
         # one item per output pixel, all channels at once (vectorised over C)
         nitems = N * Do * Ho * Wo
