@@ -4,6 +4,8 @@ Written from the definitions with explicit loops over output positions and
 explicit index maps for padding; channels first, float64 throughout.  They
 share no code with cyconv.
 """
+import itertools
+
 import numpy as np
 
 
@@ -158,3 +160,132 @@ def same_pads(size, kernel, stride, dilation):
         total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
         pads.append((total // 2, total - total // 2))
     return tuple(pads)
+
+
+# --------------------------------------------------------------------------
+# Pooling (channels first, any number of spatial dims)
+# --------------------------------------------------------------------------
+
+def pool_out_size(n, k, s, d, before, after, ceil_mode=False):
+    """PyTorch's rule; with ceil_mode a last window starting in the end
+    padding is dropped."""
+    span = n + before + after - d * (k - 1) - 1
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1
+    if (out - 1) * s >= n + before:
+        out -= 1
+    return out
+
+
+def _window_taps(o, k, s, d, before):
+    return [o * s - before + i * d for i in range(k)]
+
+
+def pool(x, op, kernel, stride, pads, dilation, ceil_mode=False, count_include_pad=True,
+         divisor_override=None, norm=2.0):
+    """op 'max' -> (values, indices), 'avg' or 'lp' -> values.  Windows list
+    their taps; taps outside the input are padding (skipped by max and sums,
+    counted by the average's divisor when count_include_pad and inside the
+    padded extent)."""
+    x = np.asarray(x, np.float64)
+    N, C, *spatial = x.shape
+    nd = len(spatial)
+    outs = [pool_out_size(spatial[i], kernel[i], stride[i], dilation[i], *pads[i],
+                          ceil_mode) for i in range(nd)]
+    y = np.zeros((N, C, *outs))
+    idx = np.zeros((N, C, *outs), np.int64)
+    for o in itertools.product(*[range(v) for v in outs]):
+        taps = [_window_taps(o[i], kernel[i], stride[i], dilation[i], pads[i][0])
+                for i in range(nd)]
+        inside = [[t for t in taps[i] if 0 <= t < spatial[i]] for i in range(nd)]
+        padded = [[t for t in taps[i] if -pads[i][0] <= t < spatial[i] + pads[i][1]]
+                  for i in range(nd)]
+        for n in range(N):
+            for c in range(C):
+                if op == "max":
+                    best, where = -np.inf, None
+                    for p in itertools.product(*inside):
+                        v = x[(n, c, *p)]
+                        if where is None:
+                            where = p
+                        if v > best or np.isnan(v):
+                            best, where = v, p
+                    y[(n, c, *o)] = best
+                    idx[(n, c, *o)] = np.ravel_multi_index(where, spatial)
+                else:
+                    vals = [x[(n, c, *p)] for p in itertools.product(*inside)]
+                    if op == "avg":
+                        if divisor_override is not None:
+                            div = divisor_override
+                        elif count_include_pad:
+                            div = np.prod([len(t) for t in padded])
+                        else:
+                            div = np.prod([len(t) for t in inside])
+                        y[(n, c, *o)] = np.sum(vals) / div
+                    else:
+                        y[(n, c, *o)] = np.sum(np.power(vals, norm)) ** (1.0 / norm)
+    return (y, idx) if op == "max" else y
+
+
+def adaptive_pool(x, out_size, op):
+    """Window o of a dim of n covers [floor(o*n/out), ceil((o+1)*n/out))."""
+    x = np.asarray(x, np.float64)
+    N, C, *spatial = x.shape
+    y = np.zeros((N, C, *out_size))
+    idx = np.zeros((N, C, *out_size), np.int64)
+    for o in itertools.product(*[range(v) for v in out_size]):
+        sl = tuple(slice((o[i] * spatial[i]) // out_size[i],
+                         -((-(o[i] + 1) * spatial[i]) // out_size[i]))
+                   for i in range(len(spatial)))
+        for n in range(N):
+            for c in range(C):
+                win = x[(n, c, *sl)]
+                if op == "avg":
+                    y[(n, c, *o)] = win.mean()
+                else:
+                    flat = int(np.argmax(win))  # first maximum
+                    if np.isnan(win).any():
+                        flat = int(np.flatnonzero(np.isnan(win.ravel()))[-1])
+                    local = np.unravel_index(flat, win.shape)
+                    y[(n, c, *o)] = win[local]
+                    idx[(n, c, *o)] = np.ravel_multi_index(
+                        tuple(s.start + v for s, v in zip(sl, local)), spatial)
+    return (y, idx) if op == "max" else y
+
+
+def max_pool_backward(gy, idx, input_shape):
+    """Each output's gradient goes to the input position its index names."""
+    gx = np.zeros(input_shape)
+    N, C = input_shape[:2]
+    for n in range(N):
+        for c in range(C):
+            plane = gx[n, c].reshape(-1)
+            for g, i in zip(np.asarray(gy)[n, c].reshape(-1), np.asarray(idx)[n, c].reshape(-1)):
+                plane[i] += g
+    return gx
+
+
+def avg_pool_backward(gy, input_shape, kernel, stride, pads, dilation, ceil_mode=False,
+                      count_include_pad=True, divisor_override=None):
+    """Each output's gradient, divided by its window's divisor, goes to every
+    tap of the window that lies in the input."""
+    gy = np.asarray(gy, np.float64)
+    N, C, *spatial = input_shape
+    nd = len(spatial)
+    gx = np.zeros(input_shape)
+    for o in np.ndindex(*gy.shape[2:]):
+        taps = [_window_taps(o[i], kernel[i], stride[i], dilation[i], pads[i][0])
+                for i in range(nd)]
+        inside = [[t for t in taps[i] if 0 <= t < spatial[i]] for i in range(nd)]
+        padded = [[t for t in taps[i] if -pads[i][0] <= t < spatial[i] + pads[i][1]]
+                  for i in range(nd)]
+        if divisor_override is not None:
+            div = divisor_override
+        elif count_include_pad:
+            div = np.prod([len(t) for t in padded])
+        else:
+            div = np.prod([len(t) for t in inside])
+        for p in itertools.product(*inside):
+            gx[(slice(None), slice(None), *p)] += gy[(slice(None), slice(None), *o)] / div
+    return gx
