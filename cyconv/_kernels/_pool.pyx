@@ -125,6 +125,31 @@ cdef inline void _row_finish(floating* dst, Py_ssize_t Wo, int op, double norm,
             dst[o] = <floating> pow(<double> dst[o], 1.0 / norm)
 
 
+cdef inline void _pixel_tap(const floating* src, floating* dst, int64_t* idst,
+                            Py_ssize_t C, Py_ssize_t pos, int op,
+                            double norm) noexcept nogil:
+    """Channels last: fold one input pixel's C channels into an output pixel."""
+    cdef Py_ssize_t c
+    cdef floating v
+    if op == OP_MAX:
+        if idst != NULL:
+            for c in range(C):
+                v = src[c]
+                if (v > dst[c]) | (v != v):
+                    dst[c] = v
+                    idst[c] = pos
+        else:
+            for c in range(C):
+                v = src[c]
+                dst[c] = v if (v > dst[c]) | (v != v) else dst[c]
+    elif op == OP_AVG:
+        for c in range(C):
+            dst[c] = dst[c] + src[c]
+    else:
+        for c in range(C):
+            dst[c] = dst[c] + _lp_term(src[c], norm)
+
+
 def pool_forward(const floating[:, :, :, :, ::1] x,     # in
                  floating[:, :, :, :, ::1] y,           # out
                  int64_t[:, :, :, :, ::1] idx,          # out (max), may be unused
@@ -225,24 +250,8 @@ def pool_forward(const floating[:, :, :, :, ::1] x,     # in
                     for e in range(nw[ow]):
                         ww = fw[ow] + e * sw
                         pos = (dd * H + hh) * W + ww
-                        src = xb + (n * D * H * W + pos) * C
-                        if op == OP_MAX:
-                            if want_idx:
-                                for c in range(C):
-                                    v = src[c]
-                                    if v > dst[c] or v != v:
-                                        dst[c] = v
-                                        idst[c] = pos
-                            else:
-                                for c in range(C):
-                                    v = src[c]
-                                    dst[c] = v if (v > dst[c] or v != v) else dst[c]
-                        elif op == OP_AVG:
-                            for c in range(C):
-                                dst[c] = dst[c] + src[c]
-                        else:
-                            for c in range(C):
-                                dst[c] = dst[c] + _lp_term(src[c], norm)
+                        _pixel_tap(xb + (n * D * H * W + pos) * C, dst, idst, C, pos, op,
+                                   norm)
             if op == OP_AVG:
                 if divisor != 0:
                     inv = <floating> (1.0 / divisor)

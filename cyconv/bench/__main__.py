@@ -13,7 +13,8 @@ import sys
 import time
 
 from cyconv import get_num_threads
-from cyconv.bench.suite import load_shapes, machine_info, peers_for, run_suite
+from cyconv.bench.suite import (load_shapes, machine_info, peers_for, pool_bytes,
+                                pool_peers_for, run_suite)
 
 
 def _threads_list(spec, quick):
@@ -42,15 +43,17 @@ def _geomean(values):
 
 
 def report(rows, peers, out=sys.stdout):
+    if not rows:
+        return
     others = [p for p in peers if p != "cyconv"]
-    head = f"{'shape':<20}{'thr':>4} {'pass':<9}{'cyconv ms':>10}{'GFLOP/s':>9}"
+    head = f"{'shape':<20}{'thr':>4} {'pass':<9}{'cyconv ms':>10}{rows[0]['unit']:>9}"
     for p in others:
         head += f"{p + ' ms':>13}{'ratio':>7}"
     print(head, file=out)
     print("-" * len(head), file=out)
     for r in rows:
         line = (f"{r['shape']:<20}{r['threads']:>4} {r['pass']:<9}"
-                f"{r['ms']['cyconv']:>10.3f}{r['gflops']['cyconv']:>9.1f}")
+                f"{r['ms']['cyconv']:>10.3f}{r['rate']['cyconv']:>9.1f}")
         for p in others:
             line += f"{r['ms'][p]:>13.3f}{r['ms']['cyconv'] / r['ms'][p]:>7.2f}"
         print(line, file=out)
@@ -87,19 +90,22 @@ def main(argv=None):
                     help="3 rounds, 1 and all threads: under a minute")
     ap.add_argument("--threads", help="comma-separated thread counts (default: 1..N)")
     ap.add_argument("--rounds", type=int, help="timed rounds per measurement")
-    ap.add_argument("--shapes", help="comma-separated shape names (default: all conv2d)")
+    ap.add_argument("--shapes", help="comma-separated shape names (default: all)")
     ap.add_argument("--peers", help="comma-separated peers (cyconv,numpy,torch,torch_cl)")
     ap.add_argument("--passes", default="forward,backward")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = ap.parse_args(argv)
 
-    suite = load_shapes()["conv2d"]
+    shapes = load_shapes()
+    suite, pools = shapes["conv2d"], shapes["pool2d"]
     if args.shapes:
         wanted = args.shapes.split(",")
-        unknown = sorted(set(wanted) - {s["name"] for s in suite})
+        known = [s["name"] for s in suite + pools]
+        unknown = sorted(set(wanted) - set(known))
         if unknown:
-            ap.error(f"unknown shapes {unknown}; known: {[s['name'] for s in suite]}")
+            ap.error(f"unknown shapes {unknown}; known: {known}")
         suite = [s for s in suite if s["name"] in wanted]
+        pools = [s for s in pools if s["name"] in wanted]
     names = args.peers.split(",") if args.peers else None
     if names and "cyconv" not in names:
         names.insert(0, "cyconv")
@@ -108,8 +114,8 @@ def main(argv=None):
     rounds = args.rounds or (3 if args.quick else 7)
 
     info = machine_info()
-    print(f"cyconv {info['cyconv']} benchmark: conv2d, float32, NCHW (torch_cl: PyTorch "
-          f"channels_last)")
+    print(f"cyconv {info['cyconv']} benchmark: conv2d and pool2d, float32, NCHW "
+          f"(torch_cl: PyTorch channels_last)")
     print(f"machine: {info['cpu']}, {info['cpus_available']} CPUs available, "
           f"features {' '.join(info['cpu_features']) or '?'}")
     print(f"build:   OpenMP {'on' if info['openmp'] else 'off'}, flags '{info['cflags']}', "
@@ -119,14 +125,25 @@ def main(argv=None):
           f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}\n")
 
     t0 = time.perf_counter()
+    total = (len(suite) + len(pools)) * len(threads)
+    min_round = 0.0 if args.quick else 0.02
     rows = run_suite(suite, threads, peers, passes=args.passes.split(","), rounds=rounds,
-                     min_round_s=0.0 if args.quick else 0.02, progress=_progress)
-    report(rows, list(peers))
+                     min_round_s=min_round, progress=_progress, total=total)
+    pool_peers = pool_peers_for(names)
+    pool_rows = run_suite(pools, threads, pool_peers, passes=("forward",), rounds=rounds,
+                          min_round_s=min_round, progress=_progress, work=pool_bytes,
+                          unit="GB/s", start=len(suite) * len(threads), total=total)
+    if rows:
+        print("conv2d (rate: GFLOP/s of cyconv)")
+        report(rows, list(peers))
+    if pool_rows:
+        print("\npool2d forward (rate: GB/s of cyconv, input read + output written)")
+        report(pool_rows, list(pool_peers))
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "threads": threads, "rounds": rounds,
-                       "results": rows}, f, indent=1)
+                       "results": rows + pool_rows}, f, indent=1)
     return 0
 
 

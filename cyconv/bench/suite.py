@@ -16,7 +16,8 @@ import numpy as np
 import cyconv
 from cyconv import _params
 
-__all__ = ["load_shapes", "conv_flops", "peers_for", "run_suite", "machine_info"]
+__all__ = ["load_shapes", "conv_flops", "pool_bytes", "peers_for", "pool_peers_for",
+           "run_suite", "machine_info"]
 
 
 def load_shapes():
@@ -148,6 +149,80 @@ def _torch(s, threads, channels_last=False):
     return {"forward": forward, "backward": backward}
 
 
+def pool_bytes(s, _pass="forward"):
+    """Bytes a pooling pass must move: the float32 input read, the output written."""
+    geo = _pool_geometry(s)
+    return 4 * (s["N"] * s["C"] * s["H"] * s["W"] + int(np.prod(geo.output_shape)))
+
+
+def _pool_geometry(s):
+    x = np.empty((s["N"], s["C"], s["H"], s["W"]), np.uint8)
+    return _params.pool_geometry("bench", 2, x, s["kernel"], s["stride"], s["padding"],
+                                 1, False)
+
+
+def _pool_input(s):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((s["N"], s["C"], s["H"], s["W"]), np.float32)
+
+
+def _pool_cyconv(s, threads):
+    x = _pool_input(s)
+    fn = cyconv.max_pool2d if s["op"] == "max" else cyconv.avg_pool2d
+
+    def forward():
+        with cyconv.num_threads(threads):
+            return fn(x, s["kernel"], s["stride"], s["padding"])
+
+    return {"forward": forward}
+
+
+def _pool_numpy(s, threads):
+    """NumPy reference: padded sliding windows reduced with max or mean."""
+    x = _pool_input(s)
+    k, st, p = s["kernel"], s["stride"], s["padding"]
+    fill = -np.inf if s["op"] == "max" else 0.0
+
+    def forward():
+        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=fill) if p else x
+        win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))
+        win = win[:, :, ::st, ::st]
+        return win.max(axis=(4, 5)) if s["op"] == "max" else win.mean(axis=(4, 5))
+
+    return {"forward": forward}
+
+
+def _pool_torch(s, threads, channels_last=False):
+    import torch
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.from_numpy(_pool_input(s)).contiguous(memory_format=fmt)
+    F = torch.nn.functional
+    fn = F.max_pool2d if s["op"] == "max" else F.avg_pool2d
+
+    def forward():
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            return fn(x, s["kernel"], s["stride"], s["padding"])
+
+    return {"forward": forward}
+
+
+def pool_peers_for(names=None):
+    """Pooling peers: cyconv and numpy always, PyTorch when importable."""
+    peers = {"cyconv": _pool_cyconv, "numpy": _pool_numpy}
+    try:
+        import torch  # noqa: F401
+
+        peers["torch"] = _pool_torch
+        peers["torch_cl"] = lambda s, t: _pool_torch(s, t, channels_last=True)
+    except ImportError:
+        pass
+    if names:
+        peers = {k: v for k, v in peers.items() if k in names}
+    return peers
+
+
 def peers_for(names=None):
     """The peers to run: cyconv and numpy always, PyTorch when importable."""
     peers = {"cyconv": _cyconv, "numpy": _numpy}
@@ -174,16 +249,19 @@ def _time_once(fn):
 
 
 def run_suite(shapes, threads_list, peers, passes=("forward", "backward"), rounds=5,
-              min_round_s=0.0, progress=None):
+              min_round_s=0.0, progress=None, work=None, unit="GFLOP/s", start=0,
+              total=None):
     """Time every (shape, threads, pass) for every peer, interleaved by round.
 
-    Returns a list of result rows (dicts) with median milliseconds per peer.
+    ``work(shape, pass)`` is the amount of work behind the rate column (FLOPs
+    for convolution, the default; bytes moved for pooling).  Returns result
+    rows (dicts) with median milliseconds per peer.
     """
+    work = work or (lambda s, p: conv_flops(s) * (1 if p == "forward" else 2))
     rows = []
-    total = len(shapes) * len(threads_list)
-    done = 0
+    total = total or len(shapes) * len(threads_list)
+    done = start
     for s in shapes:
-        flops = conv_flops(s)
         for threads in threads_list:
             done += 1
             if progress:
@@ -203,11 +281,11 @@ def run_suite(shapes, threads_list, peers, passes=("forward", "backward"), round
                             if t >= min_round_s:
                                 break
                         times[name].append(t / reps)
-                mult = 1 if p == "forward" else 2
+                amount = work(s, p)
                 ms = {name: statistics.median(v) * 1e3 for name, v in times.items()}
                 rows.append({"shape": s["name"], "threads": threads, "pass": p,
-                             "flops": flops * mult, "ms": ms,
-                             "gflops": {k: flops * mult / (v * 1e6) for k, v in ms.items()}})
+                             "work": amount, "unit": unit, "ms": ms,
+                             "rate": {k: amount / (v * 1e6) for k, v in ms.items()}})
     return rows
 
 
