@@ -141,22 +141,26 @@ def _torch_ok(name):
     return all(pp <= kk // 2 for pp, kk in zip(_tuple(p, nd), _tuple(k, nd)))
 
 
+@LAYOUTS
+@DTYPES
 @pytest.mark.parametrize("name", [n for n in CASES if _torch_ok(n)])
-def test_matches_torch(name):
+def test_matches_torch(name, dtype, channels_last):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
-    x = _problem(name)
+    x = _problem(name).astype(dtype)
     shape, k, s, p, d, ceil = CASES[name]
     nd = x.ndim - 2
+    lay = to_last if channels_last else (lambda a: a)
+    cl = dict(channels_last=channels_last)
     xt = torch.tensor(x, requires_grad=True)
     yt, it = getattr(F, f"max_pool{nd}d")(xt, k, s, p, d, ceil, return_indices=True)
-    y, i = _fn("max_pool{nd}d", nd)(x, **_args(name), return_indices=True)
-    assert_close(y, yt.detach().numpy(), np.float64, "max")
-    assert np.array_equal(i, it.numpy())
-    gy = random(np.random.default_rng(3), y.shape, np.float64)
+    y, i = _fn("max_pool{nd}d", nd)(lay(x), **_args(name), return_indices=True, **cl)
+    assert_close(y, lay(yt.detach().numpy()), dtype, "max")
+    assert np.array_equal(i, lay(it.numpy()))
+    gy = random(np.random.default_rng(3), yt.shape, dtype)
     yt.backward(torch.tensor(gy))
-    assert_close(_fn("max_pool{nd}d_backward", nd)(gy, i, x.shape), xt.grad.numpy(),
-                 np.float64, "max backward")
+    assert_close(_fn("max_pool{nd}d_backward", nd)(lay(gy), i, lay(x).shape, **cl),
+                 lay(xt.grad.numpy()), dtype, "max backward")
     if d == 1:  # PyTorch's average pooling has no dilation
         for include, override in AVG_VARIANTS:
             xt = torch.tensor(x, requires_grad=True)
@@ -168,23 +172,27 @@ def test_matches_torch(name):
                 continue
             yt = at(xt, k, s, p, **kw)
             yt.backward(torch.tensor(gy))
-            ours = dict(count_include_pad=include, divisor_override=override)
-            assert_close(_fn("avg_pool{nd}d", nd)(x, **_args(name), **ours),
-                         yt.detach().numpy(), np.float64, "avg")
-            assert_close(_fn("avg_pool{nd}d_backward", nd)(gy, x.shape, **_args(name),
-                                                           **ours),
-                         xt.grad.numpy(), np.float64, "avg backward")
+            ours = dict(count_include_pad=include, divisor_override=override, **cl)
+            assert_close(_fn("avg_pool{nd}d", nd)(lay(x), **_args(name), **ours),
+                         lay(yt.detach().numpy()), dtype, "avg")
+            assert_close(_fn("avg_pool{nd}d_backward", nd)(lay(gy), lay(x).shape,
+                                                           **_args(name), **ours),
+                         lay(xt.grad.numpy()), dtype, "avg backward")
 
 
+@LAYOUTS
+@DTYPES
 @pytest.mark.parametrize("nd", [1, 2, 3])
 @pytest.mark.parametrize("norm", [1, 2, 3.5])
-def test_lp_pool_matches_torch(nd, norm):
+def test_lp_pool_matches_torch(nd, norm, dtype, channels_last):
     torch = pytest.importorskip("torch")
-    x = np.abs(random(np.random.default_rng(4), (2, 3) + (9, 8, 7)[:nd], np.float64))
+    x = np.abs(random(np.random.default_rng(4), (2, 3) + (9, 8, 7)[:nd], dtype))
+    lay = to_last if channels_last else (lambda a: a)
     k, s = (3, 2, 2)[:nd], (2, 1, 2)[:nd]
     tk, ts = (k[0], s[0]) if nd == 1 else (k, s)  # lp_pool1d takes plain ints
     expected = getattr(torch.nn.functional, f"lp_pool{nd}d")(torch.tensor(x), norm, tk, ts)
-    assert_close(_fn("lp_pool{nd}d", nd)(x, norm, k, s), expected.numpy(), np.float64)
+    assert_close(_fn("lp_pool{nd}d", nd)(lay(x), norm, k, s, channels_last=channels_last),
+                 lay(expected.numpy()), dtype)
 
 
 ADAPTIVE = [((2, 3, 10), (4,)), ((2, 2, 9, 7), (4, 3)), ((1, 2, 9, 7), (9, 7)),
@@ -210,19 +218,23 @@ def test_adaptive(shape, out, dtype, channels_last):
                  dtype, "backward through indices")
 
 
+@LAYOUTS
+@DTYPES
 @pytest.mark.parametrize("shape, out", ADAPTIVE)
-def test_adaptive_matches_torch(shape, out):
+def test_adaptive_matches_torch(shape, out, dtype, channels_last):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
-    x = random(np.random.default_rng(6), shape, np.float64)
+    x = random(np.random.default_rng(6), shape, dtype)
     nd = len(out)
-    assert_close(_fn("adaptive_avg_pool{nd}d", nd)(x, out),
-                 getattr(F, f"adaptive_avg_pool{nd}d")(torch.tensor(x), out).numpy(),
-                 np.float64)
+    lay = to_last if channels_last else (lambda a: a)
+    cl = dict(channels_last=channels_last)
+    assert_close(_fn("adaptive_avg_pool{nd}d", nd)(lay(x), out, **cl),
+                 lay(getattr(F, f"adaptive_avg_pool{nd}d")(torch.tensor(x), out).numpy()),
+                 dtype)
     yt, it = getattr(F, f"adaptive_max_pool{nd}d")(torch.tensor(x), out, True)
-    y, i = _fn("adaptive_max_pool{nd}d", nd)(x, out, True)
-    assert_close(y, yt.numpy(), np.float64)
-    assert np.array_equal(i, it.numpy())
+    y, i = _fn("adaptive_max_pool{nd}d", nd)(lay(x), out, True, **cl)
+    assert_close(y, lay(yt.numpy()), dtype)
+    assert np.array_equal(i, lay(it.numpy()))
 
 
 def test_adaptive_output_size_none_keeps_dim():
