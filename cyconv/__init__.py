@@ -10,6 +10,7 @@ from .conv import ConvGrads, conv2d, conv2d_backward
 from .patches import col2im, im2col
 from .pool import *  # noqa: F403  (max/avg/lp/adaptive pooling, 1-D to 3-D)
 from .pool import __all__ as _pool_all
+from .shapes import conv_output_shape, explain_conv, receptive_field
 
 __all__ = [
     "__version__",
@@ -23,4 +24,7 @@ __all__ = [
     "im2col",
     "col2im",
     *_pool_all,
+    "conv_output_shape",
+    "explain_conv",
+    "receptive_field",
 ]

@@ -119,9 +119,12 @@ def _fitting_paddings(size, eff, stride, pair):
     before, after = pair
     rem = (size + before + after - eff) % stride
     out = []
-    if after - rem >= 0 and (size + before + after - rem) >= eff:
-        out.append((before, after - rem))
-    out.append((before, after + stride - rem))
+    for total in (before + after - rem, before + after + stride - rem):
+        if total < 0 or size + total < eff:
+            continue
+        keep = (before, total - before) if total >= before else None
+        balanced = (total // 2, total - total // 2)
+        out += [p for p in (keep, balanced) if p is not None and p not in out]
     sym = [p for p in range(0, max(before, after) + 2 * stride + 1)
            if (size + 2 * p - eff) >= 0 and (size + 2 * p - eff) % stride == 0]
     sym.sort(key=lambda p: (abs(2 * p - before - after), p))
