@@ -18,7 +18,7 @@ import tempfile
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_openmp_helpers", "_conv2d", "_pool", "_signal"]
+KERNELS = ["_openmp_helpers", "_conv", "_pool", "_signal"]
 
 OPENMP_PROBE = r"""
 #include <omp.h>

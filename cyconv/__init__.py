@@ -6,7 +6,8 @@ Cython kernels with OpenMP implement convolution, im2col and col2im; see
 from ._config import show_config
 from ._threads import get_num_threads, num_threads, set_num_threads
 from ._version import __version__
-from .conv import ConvGrads, conv2d, conv2d_backward
+from .conv import *  # noqa: F403  (conv1d-3d, conv_transpose1d-3d and backward)
+from .conv import __all__ as _conv_all
 from .patches import col2im, im2col
 from .pool import *  # noqa: F403  (max/avg/lp/adaptive pooling, 1-D to 3-D)
 from .pool import __all__ as _pool_all
@@ -18,9 +19,7 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "num_threads",
-    "ConvGrads",
-    "conv2d",
-    "conv2d_backward",
+    *_conv_all,
     "im2col",
     "col2im",
     *_pool_all,

@@ -503,3 +503,78 @@ def adaptive_geometry(op, nd, x, output_size, *, channels_last=False):
     no_run = np.zeros(6, np.intp)  # adaptive windows take the table path throughout
     return PoolGeometry(nd, N, C, spatial, out, bool(channels_last), *_tables(windows, nd),
                         no_run)
+
+
+def launch_geometry(kernel, stride, pads, dilation, out):
+    """The kernels' ``geo`` array: (kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh,
+    dw, Do, Ho, Wo), unit dims first for 1-D and 2-D; pads are the before
+    amounts."""
+    u = 3 - len(kernel)
+    return np.array((1,) * u + tuple(kernel) + (1,) * u + tuple(stride)
+                    + (0,) * u + tuple(b for b, _ in pads) + (1,) * u + tuple(dilation)
+                    + (1,) * u + tuple(out), np.intp)
+
+
+def view5(arr, nd, channels_last):
+    """An (N, C, *spatial) or (N, *spatial, C) array as 5-D, unit dims added."""
+    u = (1,) * (3 - nd)
+    if channels_last:
+        return arr.reshape(arr.shape[0], *u, *arr.shape[1:])
+    return arr.reshape(*arr.shape[:2], *u, *arr.shape[2:])
+
+
+def transpose_geometry(op, nd, x, weight, bias, stride, padding, output_padding, groups,
+                       dilation, *, channels_last=False):
+    """Validate a transposed convolution and describe it as the convolution it
+    is the adjoint of: returns (conv geometry whose *input* is the transposed
+    output, output_padding)."""
+    if not isinstance(channels_last, (bool, np.bool_)):
+        raise TypeError(f"{op}: channels_last must be a bool, got {channels_last!r}")
+    check_ndim(op, "input", x, nd + 2, _layout(nd, channels_last))
+    check_ndim(op, "weight", weight, nd + 2,
+               f"(C_in, C_out // groups, {', '.join(('kD', 'kH', 'kW')[3 - nd:])})")
+    groups = positive_int(op, "groups", groups)
+    N = x.shape[0]
+    C_in = x.shape[-1] if channels_last else x.shape[1]
+    spatial = tuple(x.shape[1:-1] if channels_last else x.shape[2:])
+    kernel = tuple(weight.shape[2:])
+    if weight.shape[1] < 1 or any(k < 1 for k in kernel):
+        raise ValueError(f"{op}: weight has shape {weight.shape}; every kernel size and "
+                         f"C_out // groups must be positive")
+    if C_in % groups:
+        raise ValueError(f"{op}: groups={groups} does not divide the input's "
+                         f"{C_in} channels")
+    if weight.shape[0] != C_in:
+        raise ValueError(f"{op}: input has {C_in} channels, weight expects "
+                         f"{weight.shape[0]} (weight shape (C_in, C_out // groups, ...) = "
+                         f"{weight.shape})")
+    C_out = weight.shape[1] * groups
+    if bias is not None and (bias.ndim != 1 or bias.shape[0] != C_out):
+        raise ValueError(f"{op}: bias must have shape ({C_out},) to match the "
+                         f"{C_out} output channels, got shape {bias.shape}")
+    stride = int_tuple(op, "stride", stride, nd, 1)
+    dilation = int_tuple(op, "dilation", dilation, nd, 1)
+    if isinstance(padding, str) or (isinstance(padding, (tuple, list))
+                                    and any(isinstance(p, (tuple, list)) for p in padding)):
+        raise ValueError(f"{op}: padding must be an int or a tuple of {nd} ints, "
+                         f"got {padding!r}")
+    pad = int_tuple(op, "padding", padding, nd, 0)
+    out_pad = int_tuple(op, "output_padding", output_padding, nd, 0)
+    for op_, s, d in zip(out_pad, stride, dilation):
+        if op_ >= s and op_ >= d:
+            raise ValueError(f"{op}: output_padding must be smaller than either stride or "
+                             f"dilation, got output_padding {output_padding!r}, stride "
+                             f"{stride}, dilation {dilation}")
+    out = []
+    for name, n, k, s, d, p, o in zip(dim_names(nd), spatial, kernel, stride, dilation,
+                                      pad, out_pad):
+        size = (n - 1) * s - 2 * p + d * (k - 1) + o + 1
+        if size < 1:
+            raise ValueError(f"{op}: the output {name} would be (in - 1) * stride - "
+                             f"2 * padding + dilation * (k - 1) + output_padding + 1 = "
+                             f"({n} - 1) * {s} - 2 * {p} + {d} * ({k} - 1) + {o} + 1 = "
+                             f"{size}; expected a positive size")
+        out.append(size)
+    # The convolution whose input gradient this is: input = our output.
+    return ConvGeometry(nd, N, C_out, C_in, groups, tuple(out), kernel, stride, dilation,
+                        tuple((p, p) for p in pad), spatial, bool(channels_last), "zeros")

@@ -1,14 +1,25 @@
-"""Public convolution ops: validate, choose the dtype, call one kernel."""
+"""Public convolution ops, 1-D to 3-D, plain and transposed.
+
+Each op validates through cyconv._params, chooses the dtype, makes its inputs
+contiguous once and calls one kernel of cyconv._kernels._conv.  A transposed
+convolution is the adjoint of a convolution: its forward pass is that
+convolution's input gradient, and its input gradient is that convolution's
+forward pass, so both reuse the same kernels.
+"""
 from collections import namedtuple
 
 import numpy as np
 
 from . import _params as P
 from . import _workspace
-from ._kernels import _conv2d
+from ._kernels import _conv
 from ._threads import blas_single_threaded, get_num_threads
 
-__all__ = ["ConvGrads", "conv2d", "conv2d_backward"]
+__all__ = ["ConvGrads"]
+__all__ += [f"conv{nd}d" for nd in (1, 2, 3)]
+__all__ += [f"conv{nd}d_backward" for nd in (1, 2, 3)]
+__all__ += [f"conv_transpose{nd}d" for nd in (1, 2, 3)]
+__all__ += [f"conv_transpose{nd}d_backward" for nd in (1, 2, 3)]
 
 ConvGrads = namedtuple("ConvGrads", ["input", "weight", "bias"])
 ConvGrads.__doc__ = ("Gradients of a convolution; an entry not named in "
@@ -16,6 +27,10 @@ ConvGrads.__doc__ = ("Gradients of a convolution; an entry not named in "
 
 _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
+
+# --------------------------------------------------------------------------
+# Pieces shared by every convolution
+# --------------------------------------------------------------------------
 
 def _spatial_axes(geo):
     return tuple(range(1, 1 + geo.nd)) if geo.channels_last else tuple(range(2, 2 + geo.nd))
@@ -66,46 +81,234 @@ def _weight_matrix(weight, dtype, channels_last):
     return np.ascontiguousarray(w, dtype=dtype).reshape(weight.shape[0], -1)
 
 
-def _launch(geo, pads):
-    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
-    return (kh, kw, sh, sw, pads[0][0], pads[1][0], dh, dw, *geo.out_spatial,
-            geo.groups, geo.channels_last)
+def _weight_from_matrix(gw2, weight_shape, channels_last):
+    if not channels_last:
+        return gw2.reshape(weight_shape)
+    nd = len(weight_shape) - 2
+    g = gw2.reshape(weight_shape[0], *weight_shape[2:], weight_shape[1])
+    return np.ascontiguousarray(g.transpose(0, nd + 1, *range(1, nd + 1)))
 
 
 def _flat(arr, geo, channels):
-    n, L = arr.shape[0], int(np.prod(arr.shape[1:-1] if geo.channels_last else arr.shape[2:]))
-    return arr.reshape((n, L, channels) if geo.channels_last else (n, channels, L))
+    """An activation as (N, C, L) or (N, L, C)."""
+    L = int(np.prod(arr.shape[1:-1] if geo.channels_last else arr.shape[2:]))
+    return arr.reshape((arr.shape[0], L, channels) if geo.channels_last
+                       else (arr.shape[0], channels, L))
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", channels_last=False, strict=False, out=None):
-    """2-D convolution (cross-correlation, as in every deep-learning library).
+def _launch(geo, pads):
+    return (P.launch_geometry(geo.kernel, geo.stride, pads, geo.dilation, geo.out_spatial),
+            geo.groups, geo.channels_last)
+
+
+def _forward(geo, xk, pads, w2, b, y):
+    """y (output layout) = conv of the kernel input xk, with bias b."""
+    L = int(np.prod(geo.out_spatial))
+    tile = _workspace.tile_size(w2.shape[1], L, w2.dtype.itemsize)
+    n = min(get_num_threads(), geo.N * geo.groups * -(-L // tile))
+    ws = _workspace.scratch("col", (n, w2.shape[1] * tile), w2.dtype)
+    with blas_single_threaded():
+        _conv.conv_forward(P.view5(xk, geo.nd, geo.channels_last), w2, b,
+                           _flat(y, geo, geo.C_out), *_launch(geo, pads), ws, tile, n)
+
+
+def _backward_weight(geo, xk, pads, gy):
+    """(C_out, K) weight gradient from the kernel input and grad_output (N, ., .)."""
+    K = geo.C_in // geo.groups * int(np.prod(geo.kernel))
+    dtype = gy.dtype
+    L = int(np.prod(geo.out_spatial))
+    tile = _workspace.tile_size(K, L, dtype.itemsize)
+    nb = _workspace.buckets(geo.N * -(-L // tile), geo.C_out * K * dtype.itemsize)
+    n = min(get_num_threads(), nb)
+    ws = _workspace.scratch("col", (n, K * tile), dtype)
+    partial = (_workspace.scratch("partial", (nb, geo.C_out * K), dtype) if nb > 1
+               else np.empty((1, 1), dtype))
+    gw2 = np.empty((geo.C_out, K), dtype)
+    with blas_single_threaded():
+        _conv.conv_backward_weight(P.view5(xk, geo.nd, geo.channels_last), gy, gw2,
+                                   partial, *_launch(geo, pads), ws, tile, n)
+    return gw2
+
+
+def _backward_input(geo, gy, w2, pads, shape):
+    """Gradient of the kernel input (``shape``) from grad_output (N, ., .)."""
+    L = int(np.prod(geo.out_spatial))
+    tile = _workspace.row_aligned(_workspace.tile_size(w2.shape[1], L, w2.dtype.itemsize),
+                                  geo.out_spatial[-1])
+    n = min(get_num_threads(), geo.N * geo.groups * -(-L // tile))
+    ws = _workspace.scratch("col", (n, w2.shape[1] * tile), w2.dtype)
+    gx = np.zeros(shape, w2.dtype)
+    with blas_single_threaded():
+        _conv.conv_backward_input(gy, w2, P.view5(gx, geo.nd, geo.channels_last),
+                                  *_launch(geo, pads), ws, tile, n)
+    return gx
+
+
+def _reduce_bias(gy, geo):
+    return gy.sum(axis=(0, 1) if geo.channels_last else (0, 2))
+
+
+# --------------------------------------------------------------------------
+# Convolution
+# --------------------------------------------------------------------------
+
+def _convolution(nd, x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 channels_last, strict, out):
+    op = f"conv{nd}d"
+    x = P.as_array(op, "input", x)
+    weight = P.as_array(op, "weight", weight)
+    bias = None if bias is None else P.as_array(op, "bias", bias)
+    dtype = P.compute_dtype(op, input=x, weight=weight, bias=bias)
+    geo = P.conv_geometry(op, nd, x, weight, bias, stride, padding, dilation, groups,
+                          padding_mode=padding_mode, channels_last=channels_last,
+                          strict=strict)
+    P.check_out(op, out, geo.output_shape, dtype,
+                {"input": x, "weight": weight, "bias": bias})
+    y = out if out is not None else np.empty(geo.output_shape, dtype)
+    if geo.N == 0:
+        return y
+    xk, pads = _kernel_input(geo, x, dtype)
+    b = P.contiguous(bias, dtype) if bias is not None else np.empty(0, dtype)
+    _forward(geo, xk, pads, _weight_matrix(weight, dtype, geo.channels_last), b, y)
+    return y
+
+
+def _conv_backward(nd, grad_output, x, weight, stride, padding, dilation, groups,
+                   padding_mode, channels_last, needs):
+    op = f"conv{nd}d_backward"
+    needs = P.check_needs(op, needs)
+    grad_output = P.as_array(op, "grad_output", grad_output)
+    x = P.as_array(op, "input", x)
+    weight = P.as_array(op, "weight", weight)
+    dtype = P.compute_dtype(op, grad_output=grad_output, input=x, weight=weight)
+    geo = P.conv_geometry(op, nd, x, weight, None, stride, padding, dilation, groups,
+                          padding_mode=padding_mode, channels_last=channels_last)
+    if grad_output.shape != geo.output_shape:
+        raise ValueError(f"{op}: grad_output has shape {grad_output.shape}, expected "
+                         f"{geo.output_shape} (the shape of conv{nd}d's output)")
+    gy = _flat(P.contiguous(grad_output, dtype), geo, geo.C_out)
+    g_input = g_weight = g_bias = None
+    if "bias" in needs:
+        g_bias = _reduce_bias(gy, geo)
+    if needs & {"input", "weight"}:
+        xk, pads = _kernel_input(geo, x, dtype)
+        if "weight" in needs:
+            g_weight = _weight_from_matrix(_backward_weight(geo, xk, pads, gy),
+                                           weight.shape, geo.channels_last)
+        if "input" in needs:
+            w2 = _weight_matrix(weight, dtype, geo.channels_last)
+            gxk = _backward_input(geo, gy, w2, pads, xk.shape)
+            g_input = gxk if geo.padding_mode == "zeros" else _pad_adjoint(gxk, geo)
+    return ConvGrads(g_input, g_weight, g_bias)
+
+
+# --------------------------------------------------------------------------
+# Transposed convolution
+# --------------------------------------------------------------------------
+
+def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups,
+                    dilation, channels_last, out):
+    op = f"conv_transpose{nd}d"
+    x = P.as_array(op, "input", x)
+    weight = P.as_array(op, "weight", weight)
+    bias = None if bias is None else P.as_array(op, "bias", bias)
+    dtype = P.compute_dtype(op, input=x, weight=weight, bias=bias)
+    geo = P.transpose_geometry(op, nd, x, weight, bias, stride, padding, output_padding,
+                               groups, dilation, channels_last=channels_last)
+    # geo describes the adjoint convolution: its input is our output
+    P.check_out(op, out, geo.input_shape, dtype,
+                {"input": x, "weight": weight, "bias": bias})
+    if geo.N == 0:
+        return out if out is not None else np.empty(geo.input_shape, dtype)
+    gy = _flat(P.contiguous(x, dtype), geo, geo.C_out)
+    y = _backward_input(geo, gy, _weight_matrix(weight, dtype, geo.channels_last),
+                        geo.pads, geo.input_shape)
+    if bias is not None:
+        shape = (1,) * (nd + 1) + (-1,) if geo.channels_last else (1, -1) + (1,) * nd
+        y += P.contiguous(bias, dtype).reshape(shape)
+    if out is not None:
+        out[...] = y
+        return out
+    return y
+
+
+def _conv_transpose_backward(nd, grad_output, x, weight, stride, padding, output_padding,
+                             groups, dilation, channels_last, needs):
+    op = f"conv_transpose{nd}d_backward"
+    needs = P.check_needs(op, needs)
+    grad_output = P.as_array(op, "grad_output", grad_output)
+    x = P.as_array(op, "input", x)
+    weight = P.as_array(op, "weight", weight)
+    dtype = P.compute_dtype(op, grad_output=grad_output, input=x, weight=weight)
+    geo = P.transpose_geometry(op, nd, x, weight, None, stride, padding, output_padding,
+                               groups, dilation, channels_last=channels_last)
+    if grad_output.shape != geo.input_shape:
+        raise ValueError(f"{op}: grad_output has shape {grad_output.shape}, expected "
+                         f"{geo.input_shape} (the shape of conv_transpose{nd}d's output)")
+    gy = P.contiguous(grad_output, dtype)
+    g_input = g_weight = g_bias = None
+    if "bias" in needs:
+        g_bias = _reduce_bias(_flat(gy, geo, geo.C_in), geo)
+    if "input" in needs and geo.N:
+        # the adjoint convolution's forward pass
+        g_input = np.empty(geo.output_shape, dtype)
+        _forward(geo, gy, geo.pads, _weight_matrix(weight, dtype, geo.channels_last),
+                 np.empty(0, dtype), g_input)
+    elif "input" in needs:
+        g_input = np.zeros(geo.output_shape, dtype)
+    if "weight" in needs:
+        # the adjoint convolution's weight gradient, with the roles of input
+        # and grad_output exchanged
+        gw2 = _backward_weight(geo, gy, geo.pads,
+                               _flat(P.contiguous(x, dtype), geo, geo.C_out))
+        g_weight = _weight_from_matrix(gw2, weight.shape, geo.channels_last)
+    return ConvGrads(g_input, g_weight, g_bias)
+
+
+# --------------------------------------------------------------------------
+# Public functions, one per dimensionality
+# --------------------------------------------------------------------------
+
+_LAYOUT = {1: ("(N, C, L)", "(N, L, C)"), 2: ("(N, C, H, W)", "(N, H, W, C)"),
+           3: ("(N, C, D, H, W)", "(N, D, H, W, C)")}
+_KERNEL = {1: "kL", 2: "kH, kW", 3: "kD, kH, kW"}
+_EX = {1: ("(1, 3, 8)", "(4, 3, 3)", "(1, 4, 8)"),
+       2: ("(1, 3, 5, 5)", "(4, 3, 3, 3)", "(1, 4, 5, 5)"),
+       3: ("(1, 3, 4, 4, 4)", "(4, 3, 3, 3, 3)", "(1, 4, 4, 4, 4)")}
+
+
+_TRANSPOSE_OUT = {1: "(1, 2, 17)", 2: "(1, 2, 11, 11)", 3: "(1, 2, 9, 9, 9)"}
+
+
+def _conv_doc(nd):
+    first, last = _LAYOUT[nd]
+    return f"""{nd}-D convolution (cross-correlation, as in every deep-learning library).
 
     Parameters
     ----------
-    x : array_like, shape (N, C_in, H, W), or (N, H, W, C_in) with channels_last
-    weight : array_like, shape (C_out, C_in // groups, kH, kW)
-    bias : array_like, shape (C_out,), optional
-    stride, dilation : int or (int, int)
-    padding : int, (int, int), ((top, bottom), (left, right)), "valid" or "same"
+    x : array_like, {first}, or {last} with channels_last
+    weight : array_like, (C_out, C_in // groups, {_KERNEL[nd]})
+    bias : array_like, (C_out,), optional
+    stride, dilation : int or tuple of {nd} ints
+    padding : int, tuple of {nd} ints, tuple of {nd} (before, after) pairs, "valid" or "same"
         "same" gives an output of ``ceil(in / stride)`` with any stride, the
         odd unit of padding going after (TensorFlow SAME, ONNX SAME_UPPER).
     groups : int
         Input and output channels are split into this many groups;
         ``groups == C_in`` is a depthwise convolution.
-    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+    padding_mode : {{"zeros", "reflect", "replicate", "circular"}}
     channels_last : bool
-        Input and output are (N, H, W, C); the weight layout never changes.
+        Input and output are {last}; the weight layout never changes.
     strict : bool
         Raise ValueError when ``(in + pad - dilation*(k-1) - 1) / stride`` is not
-        an integer (input rows or columns would be ignored), showing the
-        arithmetic and the nearest paddings that fit.
+        an integer (input elements would be ignored), showing the arithmetic
+        and the nearest paddings that fit.
     out : ndarray, optional
         C-contiguous array of the output's shape and dtype to write into.
 
     Returns
     -------
-    ndarray, (N, C_out, H_out, W_out) or (N, H_out, W_out, C_out)
+    ndarray
         float32 for float32 (and float16) operands, float64 otherwise.
 
     Notes
@@ -119,49 +322,23 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     Examples
     --------
     >>> import numpy as np, cyconv
-    >>> x = np.ones((1, 3, 5, 5), np.float32)
-    >>> w = np.ones((4, 3, 3, 3), np.float32)
-    >>> cyconv.conv2d(x, w, padding=1).shape
-    (1, 4, 5, 5)
+    >>> x = np.ones({_EX[nd][0]}, np.float32)
+    >>> w = np.ones({_EX[nd][1]}, np.float32)
+    >>> cyconv.conv{nd}d(x, w, padding=1).shape
+    {_EX[nd][2]}
     """
-    op = "conv2d"
-    x = P.as_array(op, "input", x)
-    weight = P.as_array(op, "weight", weight)
-    bias = None if bias is None else P.as_array(op, "bias", bias)
-    dtype = P.compute_dtype(op, input=x, weight=weight, bias=bias)
-    geo = P.conv_geometry(op, 2, x, weight, bias, stride, padding, dilation, groups,
-                          padding_mode=padding_mode, channels_last=channels_last,
-                          strict=strict)
-    P.check_out(op, out, geo.output_shape, dtype,
-                {"input": x, "weight": weight, "bias": bias})
-    y = out if out is not None else np.empty(geo.output_shape, dtype)
-    if geo.N == 0:
-        return y
-    xk, pads = _kernel_input(geo, x, dtype)
-    w2 = _weight_matrix(weight, dtype, geo.channels_last)
-    b = P.contiguous(bias, dtype) if bias is not None else np.empty(0, dtype)
-    L = int(np.prod(geo.out_spatial))
-    tile = _workspace.tile_size(w2.shape[1], L, dtype.itemsize)
-    n = min(get_num_threads(), geo.N * geo.groups * -(-L // tile))
-    ws = _workspace.scratch("col", (n, w2.shape[1] * tile), dtype)
-    with blas_single_threaded():
-        _conv2d.conv2d_forward(xk, w2, b, _flat(y, geo, geo.C_out), *_launch(geo, pads),
-                               ws, tile, n)
-    return y
 
 
-def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1,
-                    *, padding_mode="zeros", channels_last=False,
-                    needs=("input", "weight", "bias")):
-    """Gradients of :func:`conv2d` with respect to its input, weight and bias.
+def _conv_backward_doc(nd):
+    return f"""Gradients of :func:`conv{nd}d` with respect to its input, weight and bias.
 
     Parameters
     ----------
     grad_output : array_like
-        Gradient of the loss with respect to ``conv2d``'s output (its shape).
+        Gradient of the loss with respect to ``conv{nd}d``'s output (its shape).
     x, weight, stride, padding, dilation, groups, padding_mode, channels_last
-        As given to :func:`conv2d`.
-    needs : tuple of {"input", "weight", "bias"}
+        As given to :func:`conv{nd}d`.
+    needs : tuple of {{"input", "weight", "bias"}}
         The gradients to compute; the others are returned as None.
 
     Returns
@@ -180,57 +357,93 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     Examples
     --------
     >>> import numpy as np, cyconv
-    >>> x = np.ones((2, 3, 5, 5)); w = np.ones((4, 3, 3, 3))
-    >>> g = cyconv.conv2d_backward(np.ones((2, 4, 3, 3)), x, w)
-    >>> g.input.shape, g.weight.shape, g.bias.shape
-    ((2, 3, 5, 5), (4, 3, 3, 3), (4,))
+    >>> x = np.ones({_EX[nd][0]}); w = np.ones({_EX[nd][1]})
+    >>> g = cyconv.conv{nd}d_backward(np.ones({_EX[nd][2]}), x, w, padding=1)
+    >>> g.input.shape == x.shape, g.weight.shape == w.shape
+    (True, True)
     """
-    op = "conv2d_backward"
-    needs = P.check_needs(op, needs)
-    grad_output = P.as_array(op, "grad_output", grad_output)
-    x = P.as_array(op, "input", x)
-    weight = P.as_array(op, "weight", weight)
-    dtype = P.compute_dtype(op, grad_output=grad_output, input=x, weight=weight)
-    geo = P.conv_geometry(op, 2, x, weight, None, stride, padding, dilation, groups,
-                          padding_mode=padding_mode, channels_last=channels_last)
-    if grad_output.shape != geo.output_shape:
-        raise ValueError(f"{op}: grad_output has shape {grad_output.shape}, expected "
-                         f"{geo.output_shape} (the shape of conv2d's output)")
-    gy = _flat(P.contiguous(grad_output, dtype), geo, geo.C_out)
-    g_bias = g_weight = g_input = None
-    if "bias" in needs:
-        g_bias = gy.sum(axis=(0, 1) if geo.channels_last else (0, 2))
-    if not needs & {"input", "weight"}:
-        return ConvGrads(None, None, g_bias)
-    w2 = _weight_matrix(weight, dtype, geo.channels_last)
-    K = w2.shape[1]
-    L = gy.shape[1] if geo.channels_last else gy.shape[2]
-    threads = get_num_threads()
-    xk, pads = _kernel_input(geo, x, dtype)
-    launch = _launch(geo, pads)
-    with blas_single_threaded():
-        if "weight" in needs:
-            tile = _workspace.tile_size(K, L, dtype.itemsize)
-            items = geo.N * -(-L // tile)
-            nb = _workspace.buckets(items, w2.size * dtype.itemsize)
-            n = min(threads, nb)
-            ws = _workspace.scratch("col", (n, K * tile), dtype)
-            partial = (_workspace.scratch("partial", (nb, w2.size), dtype) if nb > 1
-                       else np.empty((1, 1), dtype))
-            gw2 = np.empty_like(w2)
-            _conv2d.conv2d_backward_weight(xk, gy, gw2, partial, *launch, ws, tile, n)
-            if geo.channels_last:
-                kh, kw = geo.kernel
-                g_weight = np.ascontiguousarray(
-                    gw2.reshape(geo.C_out, kh, kw, -1).transpose(0, 3, 1, 2))
-            else:
-                g_weight = gw2.reshape(weight.shape)
-        if "input" in needs:
-            Wo = geo.out_spatial[1]
-            tile = _workspace.row_aligned(_workspace.tile_size(K, L, dtype.itemsize), Wo)
-            n = min(threads, geo.N * geo.groups * -(-L // tile))
-            ws = _workspace.scratch("col", (n, K * tile), dtype)
-            gxk = np.zeros(xk.shape, dtype)
-            _conv2d.conv2d_backward_input(gy, w2, gxk, *launch, ws, tile, n)
-            g_input = gxk if geo.padding_mode == "zeros" else _pad_adjoint(gxk, geo)
-    return ConvGrads(g_input, g_weight, g_bias)
+
+
+def _transpose_doc(nd):
+    first, last = _LAYOUT[nd]
+    return f"""{nd}-D transposed convolution, as ``torch.nn.functional.conv_transpose{nd}d``.
+
+    The adjoint of :func:`conv{nd}d` with respect to its input (sometimes
+    called a fractionally strided convolution).
+
+    Parameters
+    ----------
+    x : array_like, {first}, or {last} with channels_last
+    weight : array_like, (C_in, C_out // groups, {_KERNEL[nd]})
+    bias : array_like, (C_out,), optional
+    stride, dilation : int or tuple of {nd} ints
+    padding : int or tuple of {nd} ints
+        Removed from both ends of the output.
+    output_padding : int or tuple of {nd} ints
+        Added to one end of the output; must be smaller than stride or dilation.
+    groups : int
+    channels_last : bool
+    out : ndarray, optional
+
+    Returns
+    -------
+    ndarray, size ``(in - 1) * stride - 2 * padding + dilation * (k - 1)
+    + output_padding + 1`` per spatial dim.
+
+    Examples
+    --------
+    >>> import numpy as np, cyconv
+    >>> x = np.ones({_EX[nd][0]}); w = np.ones((3, 2) + (3,) * {nd})
+    >>> cyconv.conv_transpose{nd}d(x, w, stride=2).shape
+    {_TRANSPOSE_OUT[nd]}
+    """
+
+
+def _make(nd):
+    def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+             padding_mode="zeros", channels_last=False, strict=False, out=None):
+        return _convolution(nd, x, weight, bias, stride, padding, dilation, groups,
+                            padding_mode, channels_last, strict, out)
+
+    def conv_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1,
+                      *, padding_mode="zeros", channels_last=False,
+                      needs=("input", "weight", "bias")):
+        return _conv_backward(nd, grad_output, x, weight, stride, padding, dilation,
+                              groups, padding_mode, channels_last, needs)
+
+    def conv_transpose(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                       groups=1, dilation=1, *, channels_last=False, out=None):
+        return _conv_transpose(nd, x, weight, bias, stride, padding, output_padding,
+                               groups, dilation, channels_last, out)
+
+    def conv_transpose_backward(grad_output, x, weight, stride=1, padding=0,
+                                output_padding=0, groups=1, dilation=1, *,
+                                channels_last=False, needs=("input", "weight", "bias")):
+        return _conv_transpose_backward(nd, grad_output, x, weight, stride, padding,
+                                        output_padding, groups, dilation, channels_last,
+                                        needs)
+
+    fns = {
+        f"conv{nd}d": (conv, _conv_doc(nd)),
+        f"conv{nd}d_backward": (conv_backward, _conv_backward_doc(nd)),
+        f"conv_transpose{nd}d": (conv_transpose, _transpose_doc(nd)),
+        f"conv_transpose{nd}d_backward": (conv_transpose_backward, f"""Gradients of
+    :func:`conv_transpose{nd}d` with respect to its input, weight and bias.
+
+    Arguments as for :func:`conv_transpose{nd}d`, plus ``grad_output`` (the
+    shape of its output) and ``needs`` (as for :func:`conv{nd}d_backward`).
+    Returns a :class:`ConvGrads`.
+    """),
+    }
+    out = {}
+    for name, (fn, doc) in fns.items():
+        fn.__name__ = fn.__qualname__ = name
+        fn.__doc__ = doc
+        fn.__module__ = __name__
+        out[name] = fn
+    return out
+
+
+for _nd in (1, 2, 3):
+    globals().update(_make(_nd))
+del _nd

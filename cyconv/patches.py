@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import _params as P
-from ._kernels import _conv2d
+from ._kernels import _conv
 from ._threads import get_num_threads
 
 __all__ = ["im2col", "col2im"]
@@ -18,8 +18,7 @@ def _hyper(op, kernel_size, stride, padding, dilation, spatial, what):
 
 
 def _launch(kernel, stride, dilation, pads, out, channels_last):
-    return (kernel[0], kernel[1], stride[0], stride[1], pads[0][0], pads[1][0],
-            dilation[0], dilation[1], out[0], out[1], bool(channels_last))
+    return (P.launch_geometry(kernel, stride, pads, dilation, out), bool(channels_last))
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, channels_last=False):
@@ -55,7 +54,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, channels_last=Fal
                                                  dilation, spatial, "input")
     L, kk = out[0] * out[1], kernel[0] * kernel[1]
     col = np.empty((N, L, kk * C) if channels_last else (N, C * kk, L), dtype)
-    _conv2d.im2col(P.contiguous(x, dtype), col,
+    _conv.im2col(P.view5(P.contiguous(x, dtype), 2, channels_last), col,
                    *_launch(kernel, stride, dilation, pads, out, channels_last),
                    get_num_threads())
     return col
@@ -107,7 +106,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *,
                          f"{kernel}, stride {stride}, padding {pads}, dilation {dilation}")
     N, C = cols.shape[0], rows // kk
     x = np.zeros((N, *spatial, C) if channels_last else (N, C, *spatial), dtype)
-    _conv2d.col2im(x, P.contiguous(cols, dtype),
+    _conv.col2im(P.view5(x, 2, channels_last), P.contiguous(cols, dtype),
                    *_launch(kernel, stride, dilation, pads, out, channels_last),
                    get_num_threads())
     return x

@@ -1,0 +1,452 @@
+"""Convolution kernels, 1-D to 3-D: tiled im2col + GEMM, col2im, OpenMP over tiles.
+
+Kernels trust their inputs: the public ops have validated dtypes, shapes and
+hyperparameters and made every array C-contiguous.  Every array is viewed as
+3-D spatial (unit dims for 1-D and 2-D), and the geometry arrives as one
+array ``geo`` = (kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw, Do, Ho, Wo),
+where pd/ph/pw is the padding before (the padding after only shapes Do/Ho/Wo).
+
+Layouts
+-------
+channels first: x (N, C, D, H, W), y (N, C_out, L) with L = Do * Ho * Wo;
+    a column matrix is (C_g * kd * kh * kw, L_tile), rows ordered (c, a, i, j);
+    weights are (C_out, C_g * kd * kh * kw).
+channels last:  x (N, D, H, W, C), y (N, L, C_out);
+    a column matrix is (L_tile, kd * kh * kw * C_g), columns ordered (a, i, j, c);
+    weights are (C_out, kd * kh * kw * C_g) (the caller transposes them).
+
+Work is split into tiles of at most ``tile`` output positions; the tile size
+depends on the shape only, never on the thread count, so results are
+bit-identical for every number of threads.
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.string cimport memcpy, memset
+
+from ._blas cimport gemm
+from ._openmp_helpers cimport cyconv_thread_num
+
+
+cdef struct Geom:
+    Py_ssize_t D, H, W       # input spatial size (unpadded)
+    Py_ssize_t C             # channels moved by one transfer (channels per group)
+    Py_ssize_t cstride       # channels last: distance between pixels (all channels)
+    Py_ssize_t kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw
+    Py_ssize_t Do, Ho, Wo
+
+
+cdef inline Geom _geom(Py_ssize_t* shape, bint channels_last, Py_ssize_t groups,
+                       const Py_ssize_t[::1] geo) noexcept:
+    """Geometry of one group's transfer for a 5-D input of ``shape``:
+    g.C is the group's channel count, g.cstride all the input's channels."""
+    cdef Geom g
+    cdef Py_ssize_t C = shape[4] if channels_last else shape[1]
+    g.D = shape[1] if channels_last else shape[2]
+    g.H = shape[2] if channels_last else shape[3]
+    g.W = shape[3] if channels_last else shape[4]
+    g.C = C // groups
+    g.cstride = C
+    g.kd = geo[0]; g.kh = geo[1]; g.kw = geo[2]
+    g.sd = geo[3]; g.sh = geo[4]; g.sw = geo[5]
+    g.pd = geo[6]; g.ph = geo[7]; g.pw = geo[8]
+    g.dd = geo[9]; g.dh = geo[10]; g.dw = geo[11]
+    g.Do = geo[12]; g.Ho = geo[13]; g.Wo = geo[14]
+    return g
+
+
+cdef inline Py_ssize_t _first_at_least(Py_ssize_t a, Py_ssize_t s) noexcept nogil:
+    """Smallest o >= 0 with o * s >= a."""
+    if a <= 0:
+        return 0
+    return (a + s - 1) // s
+
+
+cdef inline Py_ssize_t _end_at_most(Py_ssize_t b, Py_ssize_t s, Py_ssize_t n) noexcept nogil:
+    """One past the largest o with o * s <= b, clamped to [0, n]."""
+    if b < 0:
+        return 0
+    return min(b // s + 1, n)
+
+
+cdef void _transfer_cf(floating* x, const Geom* g, Py_ssize_t l0, Py_ssize_t l1,
+                       floating* col, bint to_col) noexcept nogil:
+    """Channels first, output positions [l0, l1).
+
+    to_col: col (C*kd*kh*kw, l1-l0) <- patches of x (C, D, H, W), zeros for
+            padding.
+    else:   x += col scattered back (col2im: overlapping taps are summed).
+    """
+    cdef Py_ssize_t lt = l1 - l0
+    cdef Py_ssize_t plane = g.Ho * g.Wo
+    cdef Py_ssize_t c, a, i, j, l, od, oh, ow, ow_end, zd, ih, lo, hi, o, s, e, off
+    cdef floating* row = col
+    cdef floating* dst
+    cdef floating* src
+    for c in range(g.C):
+        for a in range(g.kd):
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    off = j * g.dw - g.pw                  # iw = ow * sw + off
+                    lo = _first_at_least(-off, g.sw)       # first ow with iw >= 0
+                    hi = _end_at_most(g.W - 1 - off, g.sw, g.Wo)  # ow past iw < W
+                    dst = row
+                    l = l0
+                    od = l0 // plane
+                    oh = (l0 % plane) // g.Wo
+                    ow = l0 % g.Wo
+                    while l < l1:
+                        ow_end = min(g.Wo, ow + (l1 - l))
+                        zd = od * g.sd - g.pd + a * g.dd
+                        ih = oh * g.sh - g.ph + i * g.dh
+                        s = max(lo, ow)
+                        e = min(hi, ow_end)
+                        if zd < 0 or zd >= g.D or ih < 0 or ih >= g.H or s >= e:
+                            if to_col:
+                                memset(dst, 0, (ow_end - ow) * sizeof(floating))
+                        else:
+                            src = x + ((c * g.D + zd) * g.H + ih) * g.W + off
+                            if to_col:
+                                if s > ow:
+                                    memset(dst, 0, (s - ow) * sizeof(floating))
+                                if g.sw == 1:
+                                    memcpy(dst + (s - ow), src + s,
+                                           (e - s) * sizeof(floating))
+                                else:
+                                    for o in range(s, e):
+                                        dst[o - ow] = src[o * g.sw]
+                                if ow_end > e:
+                                    memset(dst + (e - ow), 0, (ow_end - e) * sizeof(floating))
+                            else:
+                                if g.sw == 1:
+                                    for o in range(s, e):
+                                        src[o] += dst[o - ow]
+                                else:
+                                    for o in range(s, e):
+                                        src[o * g.sw] += dst[o - ow]
+                        dst += ow_end - ow
+                        l += ow_end - ow
+                        ow = 0
+                        oh += 1
+                        if oh == g.Ho:
+                            oh = 0
+                            od += 1
+                    row += lt
+
+
+cdef void _transfer_cl(floating* x, const Geom* g, Py_ssize_t l0, Py_ssize_t l1,
+                       floating* col, bint to_col) noexcept nogil:
+    """Channels last, output positions [l0, l1).
+
+    x points at channel c0 of voxel (0, 0, 0) of one sample; voxels are
+    g.cstride apart and g.C channels are moved.
+    to_col: col (l1-l0, kd*kh*kw*C) <- patches; else x += col scattered back.
+    """
+    cdef Py_ssize_t l, od, oh, ow, a, i, j, zd, ih, iw, c
+    cdef Py_ssize_t C = g.C
+    cdef Py_ssize_t plane = g.Ho * g.Wo
+    cdef floating* dst = col
+    cdef floating* src
+    for l in range(l0, l1):
+        od = l // plane
+        oh = (l % plane) // g.Wo
+        ow = l % g.Wo
+        for a in range(g.kd):
+            zd = od * g.sd - g.pd + a * g.dd
+            for i in range(g.kh):
+                ih = oh * g.sh - g.ph + i * g.dh
+                for j in range(g.kw):
+                    iw = ow * g.sw - g.pw + j * g.dw
+                    if (zd >= 0 and zd < g.D and ih >= 0 and ih < g.H
+                            and iw >= 0 and iw < g.W):
+                        src = x + ((zd * g.H + ih) * g.W + iw) * g.cstride
+                        if to_col:
+                            memcpy(dst, src, C * sizeof(floating))
+                        else:
+                            for c in range(C):
+                                src[c] += dst[c]
+                    elif to_col:
+                        memset(dst, 0, C * sizeof(floating))
+                    dst += C
+
+
+cdef inline void _to_col(floating* x, const Geom* g, Py_ssize_t l0, Py_ssize_t l1,
+                         floating* col, bint channels_last) noexcept nogil:
+    if channels_last:
+        _transfer_cl(x, g, l0, l1, col, True)
+    else:
+        _transfer_cf(x, g, l0, l1, col, True)
+
+
+cdef inline void _from_col(floating* x, const Geom* g, Py_ssize_t l0, Py_ssize_t l1,
+                           floating* col, bint channels_last) noexcept nogil:
+    if channels_last:
+        _transfer_cl(x, g, l0, l1, col, False)
+    else:
+        _transfer_cf(x, g, l0, l1, col, False)
+
+
+cdef inline floating* _plane(const floating* base, Py_ssize_t n, Py_ssize_t c0,
+                             const Geom* g, bint channels_last) noexcept nogil:
+    """Address of channel c0 at voxel (0, 0, 0) of sample n of a (N, ...) array."""
+    cdef Py_ssize_t vol = g.D * g.H * g.W
+    if channels_last:
+        return <floating*> base + n * vol * g.cstride + c0
+    return <floating*> base + (n * g.cstride + c0) * vol
+
+
+# --------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------
+
+def conv_forward(const floating[:, :, :, :, ::1] x,   # in
+                 const floating[:, ::1] w,             # in (C_out, K)
+                 const floating[::1] bias,             # in (C_out,) or (0,)
+                 floating[:, :, ::1] y,                # out, (N, C_out, L) or (N, L, C_out)
+                 const Py_ssize_t[::1] geo, Py_ssize_t groups, bint channels_last,
+                 floating[:, ::1] ws,                  # scratch (threads, K*tile)
+                 Py_ssize_t tile, int num_threads):
+    cdef Geom g = _geom(x.shape, channels_last, groups, geo)
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t C_out = w.shape[0], K = w.shape[1]
+    cdef Py_ssize_t Cg = g.C, Kg = C_out // groups
+    cdef Py_ssize_t L = g.Do * g.Ho * g.Wo
+    cdef Py_ssize_t ntiles = (L + tile - 1) // tile
+    cdef Py_ssize_t nitems = N * groups * ntiles
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, grp, t, l0, l1, lt, k, l
+    cdef floating* buf = NULL
+    cdef floating* yp
+    cdef floating b
+    if N == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        buf = &ws[cyconv_thread_num(), 0]
+        for item in prange(nitems, schedule="static"):
+            n = item // (groups * ntiles)
+            grp = (item // ntiles) % groups
+            t = item % ntiles
+            l0 = t * tile
+            l1 = min(L, l0 + tile)
+            lt = l1 - l0
+            _to_col(_plane(&x[0, 0, 0, 0, 0], n, grp * Cg, &g, channels_last), &g, l0, l1,
+                    buf, channels_last)
+            if channels_last:
+                yp = &y[n, l0, grp * Kg]
+                for l in range(lt):
+                    for k in range(Kg):
+                        yp[l * C_out + k] = bias[grp * Kg + k] if has_bias else 0
+                # Y (lt x Kg) = col (lt x K) @ W_g^T
+                gemm(False, True, <int> lt, <int> Kg, <int> K, 1, buf, <int> K,
+                     &w[grp * Kg, 0], <int> K, 1, yp, <int> C_out)
+            else:
+                yp = &y[n, grp * Kg, l0]
+                for k in range(Kg):
+                    b = bias[grp * Kg + k] if has_bias else 0
+                    for l in range(lt):
+                        yp[k * L + l] = b
+                # Y (Kg x lt) = W_g (Kg x K) @ col (K x lt)
+                gemm(False, False, <int> Kg, <int> lt, <int> K, 1, &w[grp * Kg, 0],
+                     <int> K, buf, <int> lt, 1, yp, <int> L)
+
+
+# --------------------------------------------------------------------------
+# Backward: weight gradient
+# --------------------------------------------------------------------------
+
+def conv_backward_weight(const floating[:, :, :, :, ::1] x,   # in
+                         const floating[:, :, ::1] gy,        # in, layout of y
+                         floating[:, ::1] gw,                 # out (C_out, K)
+                         floating[:, ::1] partial,            # scratch (P, C_out*K)
+                         const Py_ssize_t[::1] geo, Py_ssize_t groups,
+                         bint channels_last,
+                         floating[:, ::1] ws, Py_ssize_t tile, int num_threads):
+    """gw = sum over samples and tiles of dY_tile @ col_tile^T.
+
+    The (sample, tile) items are split into P = partial.shape[0] contiguous
+    buckets, a fixed function of the shape; each bucket sums its items in
+    order into its own partial, and the partials are then added in bucket
+    order.  The result is therefore the same for any number of threads.
+    With P == 1 the single bucket accumulates straight into gw.
+    """
+    cdef Geom g = _geom(x.shape, channels_last, groups, geo)
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t C_out = gw.shape[0], K = gw.shape[1]
+    cdef Py_ssize_t Cg = g.C, Kg = C_out // groups
+    cdef Py_ssize_t L = g.Do * g.Ho * g.Wo
+    cdef Py_ssize_t ntiles = (L + tile - 1) // tile
+    cdef Py_ssize_t nitems = N * ntiles
+    cdef Py_ssize_t P = partial.shape[0] if partial.shape[0] > 1 else 1
+    cdef Py_ssize_t bucket, item, n, grp, t, l0, l1, lt, e, q
+    cdef floating* buf = NULL
+    cdef floating* dst
+    cdef floating s
+    if N == 0:
+        gw[:, :] = 0
+        return
+    with nogil, parallel(num_threads=num_threads):
+        buf = &ws[cyconv_thread_num(), 0]
+        for bucket in prange(P, schedule="static"):
+            dst = &partial[bucket, 0] if P > 1 else &gw[0, 0]
+            memset(dst, 0, C_out * K * sizeof(floating))
+            for item in range(bucket * nitems // P, (bucket + 1) * nitems // P):
+                n = item // ntiles
+                t = item % ntiles
+                l0 = t * tile
+                l1 = min(L, l0 + tile)
+                lt = l1 - l0
+                for grp in range(groups):
+                    _to_col(_plane(&x[0, 0, 0, 0, 0], n, grp * Cg, &g, channels_last), &g,
+                            l0, l1, buf, channels_last)
+                    if channels_last:
+                        # dW_g (Kg x K) += dY^T (Kg x lt) @ col (lt x K)
+                        gemm(True, False, <int> Kg, <int> K, <int> lt, 1,
+                             &gy[n, l0, grp * Kg], <int> C_out, buf, <int> K, 1,
+                             dst + grp * Kg * K, <int> K)
+                    else:
+                        # dW_g (Kg x K) += dY (Kg x lt) @ col^T (lt x K)
+                        gemm(False, True, <int> Kg, <int> K, <int> lt, 1,
+                             &gy[n, grp * Kg, l0], <int> L, buf, <int> lt, 1,
+                             dst + grp * Kg * K, <int> K)
+    if P > 1:
+        dst = &gw[0, 0]
+        for e in prange(C_out * K, nogil=True, schedule="static",
+                        num_threads=num_threads):
+            s = 0
+            for q in range(P):
+                s = s + partial[q, e]
+            dst[e] = s
+
+
+# --------------------------------------------------------------------------
+# Backward: input gradient (also the forward pass of transposed convolution)
+# --------------------------------------------------------------------------
+
+cdef void _input_grad_tile(const floating* gy_tile, Py_ssize_t ld_gy,
+                           const floating* w_g, Py_ssize_t Kg, Py_ssize_t K,
+                           floating* gx_plane, const Geom* g,
+                           Py_ssize_t l0, Py_ssize_t l1, floating* buf,
+                           bint channels_last) noexcept nogil:
+    cdef Py_ssize_t lt = l1 - l0
+    if channels_last:
+        # dcol (lt x K) = dY (lt x Kg) @ W_g (Kg x K)
+        gemm(False, False, <int> lt, <int> K, <int> Kg, 1, gy_tile, <int> ld_gy,
+             w_g, <int> K, 0, buf, <int> K)
+    else:
+        # dcol (K x lt) = W_g^T (K x Kg) @ dY (Kg x lt)
+        gemm(True, False, <int> K, <int> lt, <int> Kg, 1, w_g, <int> K,
+             gy_tile, <int> ld_gy, 0, buf, <int> lt)
+    _from_col(gx_plane, g, l0, l1, buf, channels_last)
+
+
+def conv_backward_input(const floating[:, :, ::1] gy,        # in, layout of y
+                        const floating[:, ::1] w,            # in (C_out, K)
+                        floating[:, :, :, :, ::1] gx,        # out, zero-filled
+                        const Py_ssize_t[::1] geo, Py_ssize_t groups,
+                        bint channels_last,
+                        floating[:, ::1] ws, Py_ssize_t tile, int num_threads):
+    """gx = col2im(W^T @ dY), tile by tile.
+
+    Tiles scatter into overlapping input rows, so two tiles of one
+    (sample, group) never run at once unless their rows are disjoint.  When
+    the output has one depth slice and tiles are whole bands of output rows
+    whose footprints only overlap their neighbours', even bands run in
+    parallel, then odd bands (the order in which a pixel receives its sums is
+    fixed, so results do not depend on the thread count).  Otherwise each
+    (sample, group) walks its tiles in order.
+    """
+    cdef Geom g = _geom(gx.shape, channels_last, groups, geo)
+    cdef Py_ssize_t N = gx.shape[0]
+    cdef Py_ssize_t C_out = w.shape[0], K = w.shape[1]
+    cdef Py_ssize_t Cg = g.C, Kg = C_out // groups
+    cdef Py_ssize_t L = g.Do * g.Ho * g.Wo
+    cdef Py_ssize_t ntiles = (L + tile - 1) // tile
+    cdef Py_ssize_t rows = tile // g.Wo
+    cdef bint banded = (g.Do == 1 and ntiles > 1 and tile % g.Wo == 0
+                        and (rows + 1) * g.sh > (g.kh - 1) * g.dh)
+    cdef Py_ssize_t phase, nb, item, n, grp, t, l0, l1
+    cdef Py_ssize_t ld_gy = C_out if channels_last else L
+    cdef floating* buf = NULL
+    cdef const floating* gyp
+    if N == 0:
+        return
+    if banded:
+        for phase in range(2):
+            nb = (ntiles - phase + 1) // 2
+            with nogil, parallel(num_threads=num_threads):
+                buf = &ws[cyconv_thread_num(), 0]
+                for item in prange(N * groups * nb, schedule="static"):
+                    n = item // (groups * nb)
+                    grp = (item // nb) % groups
+                    t = 2 * (item % nb) + phase
+                    l0 = t * tile
+                    l1 = min(L, l0 + tile)
+                    gyp = &gy[n, l0, grp * Kg] if channels_last else &gy[n, grp * Kg, l0]
+                    _input_grad_tile(gyp, ld_gy, &w[grp * Kg, 0], Kg, K,
+                                     _plane(&gx[0, 0, 0, 0, 0], n, grp * Cg, &g,
+                                            channels_last),
+                                     &g, l0, l1, buf, channels_last)
+    else:
+        with nogil, parallel(num_threads=num_threads):
+            buf = &ws[cyconv_thread_num(), 0]
+            for item in prange(N * groups, schedule="static"):
+                n = item // groups
+                grp = item % groups
+                for t in range(ntiles):
+                    l0 = t * tile
+                    l1 = min(L, l0 + tile)
+                    gyp = &gy[n, l0, grp * Kg] if channels_last else &gy[n, grp * Kg, l0]
+                    _input_grad_tile(gyp, ld_gy, &w[grp * Kg, 0], Kg, K,
+                                     _plane(&gx[0, 0, 0, 0, 0], n, grp * Cg, &g,
+                                            channels_last),
+                                     &g, l0, l1, buf, channels_last)
+
+
+# --------------------------------------------------------------------------
+# Public im2col / col2im (whole matrices, no GEMM)
+# --------------------------------------------------------------------------
+
+def im2col(const floating[:, :, :, :, ::1] x,     # in
+           floating[:, :, ::1] col,               # out: (N, C*k, L) or (N, L, k*C)
+           const Py_ssize_t[::1] geo, bint channels_last, int num_threads):
+    _whole(x, col, geo, channels_last, num_threads, True)
+
+
+def col2im(floating[:, :, :, :, ::1] x,           # out, zero-filled
+           const floating[:, :, ::1] col,         # in
+           const Py_ssize_t[::1] geo, bint channels_last, int num_threads):
+    _whole(x, col, geo, channels_last, num_threads, False)
+
+
+cdef void _whole(const floating[:, :, :, :, ::1] x, const floating[:, :, ::1] col,
+                 const Py_ssize_t[::1] geo, bint channels_last, int num_threads,
+                 bint to_col) noexcept:
+    """Whole-matrix transfer.  Channels first: one item per (n, c) plane (its
+    rows of col are its own).  Channels last: im2col splits each sample into
+    row blocks of col; col2im (overlapping scatter) takes one item per sample."""
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t C = x.shape[4] if channels_last else x.shape[1]
+    # channels last moves every channel of a voxel at once, channels first one plane
+    cdef Geom g = _geom(x.shape, channels_last, 1 if channels_last else max(C, 1), geo)
+    cdef Py_ssize_t L = g.Do * g.Ho * g.Wo, kk = g.kd * g.kh * g.kw
+    cdef Py_ssize_t nblk = 1
+    cdef Py_ssize_t item, n, c, b, l0, l1
+    if N == 0 or C == 0:
+        return
+    if channels_last:
+        if to_col:
+            nblk = min(L, 64)
+        for item in prange(N * nblk, nogil=True, schedule="static",
+                           num_threads=num_threads):
+            n = item // nblk
+            b = item % nblk
+            l0 = b * L // nblk
+            l1 = (b + 1) * L // nblk
+            _transfer_cl(<floating*> &x[n, 0, 0, 0, 0], &g, l0, l1,
+                         <floating*> &col[n, l0, 0], to_col)
+    else:
+        for item in prange(N * C, nogil=True, schedule="static",
+                           num_threads=num_threads):
+            n = item // C
+            c = item % C
+            _transfer_cf(<floating*> &x[n, c, 0, 0, 0], &g, 0, L,
+                         <floating*> &col[n, c * kk, 0], to_col)
