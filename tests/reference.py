@@ -289,3 +289,119 @@ def avg_pool_backward(gy, input_shape, kernel, stride, pads, dilation, ceil_mode
         for p in itertools.product(*inside):
             gx[(slice(None), slice(None), *p)] += gy[(slice(None), slice(None), *o)] / div
     return gx
+
+
+# --------------------------------------------------------------------------
+# N-d and transposed convolution
+# --------------------------------------------------------------------------
+
+def padded_nd(x, pads, mode="zeros"):
+    """x (N, C, *spatial) padded per dim by (before, after) pairs."""
+    N, C, *spatial = x.shape
+    out_shape = [n + b + a for n, (b, a) in zip(spatial, pads)]
+    out = np.zeros((N, C, *out_shape))
+    for pos in np.ndindex(*out_shape):
+        src = [pad_index(q - b, n, mode) for q, (b, _), n in zip(pos, pads, spatial)]
+        if None not in src:
+            out[(slice(None), slice(None), *pos)] = x[(slice(None), slice(None), *src)]
+    return out
+
+
+def unpad_nd(gp, shape, pads, mode="zeros"):
+    """Adjoint of padded_nd."""
+    N, C, *spatial = shape
+    g = np.zeros(shape)
+    for pos in np.ndindex(*gp.shape[2:]):
+        src = [pad_index(q - b, n, mode) for q, (b, _), n in zip(pos, pads, spatial)]
+        if None not in src:
+            g[(slice(None), slice(None), *src)] += gp[(slice(None), slice(None), *pos)]
+    return g
+
+
+def conv_nd(x, w, b, stride, pads, dilation, groups=1, mode="zeros"):
+    """y[n, k, o] = b[k] + sum_{c, t} xpad[n, g*Cg + c, o*s + t*d] * w[k, c, t]."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    N, C, *spatial = x.shape
+    K, Cg, *kernel = w.shape
+    xp = padded_nd(x, pads, mode)
+    out = [out_size(n, k, s, d, *p) for n, k, s, d, p in
+           zip(spatial, kernel, stride, dilation, pads)]
+    Kg = K // groups
+    y = np.zeros((N, K, *out))
+    for o in np.ndindex(*out):
+        win = tuple(slice(oo * s, oo * s + d * (k - 1) + 1, d)
+                    for oo, s, d, k in zip(o, stride, dilation, kernel))
+        for k in range(K):
+            g = k // Kg
+            patch = xp[(slice(None), slice(g * Cg, (g + 1) * Cg), *win)]
+            y[(slice(None), k, *o)] = np.tensordot(patch, w[k], axes=w[k].ndim)
+    if b is not None:
+        y += np.asarray(b, np.float64).reshape(1, K, *([1] * len(spatial)))
+    return y
+
+
+def conv_nd_backward(gy, x, w, stride, pads, dilation, groups=1, mode="zeros"):
+    """Chain rule, output position by output position."""
+    gy, x, w = (np.asarray(a, np.float64) for a in (gy, x, w))
+    K, Cg, *kernel = w.shape
+    xp = padded_nd(x, pads, mode)
+    gxp, gw = np.zeros_like(xp), np.zeros_like(w)
+    Kg = K // groups
+    for o in np.ndindex(*gy.shape[2:]):
+        win = tuple(slice(oo * s, oo * s + d * (k - 1) + 1, d)
+                    for oo, s, d, k in zip(o, stride, dilation, kernel))
+        for k in range(K):
+            g = k // Kg
+            sl = (slice(None), slice(g * Cg, (g + 1) * Cg), *win)
+            coeff = gy[(slice(None), k, *o)].reshape(-1, *([1] * (1 + len(kernel))))
+            gxp[sl] += coeff * w[k]
+            gw[k] += np.sum(coeff * xp[sl], axis=0)
+    axes = tuple(i for i in range(gy.ndim) if i != 1)
+    return unpad_nd(gxp, x.shape, pads, mode), gw, gy.sum(axis=axes)
+
+
+def conv_transpose_nd(x, w, b, stride, padding, output_padding, groups, dilation):
+    """PyTorch's definition, as a scatter: each input element adds
+    x[n, c, i] * w[c, o, t] to output position i*s - p + t*d of channel
+    g*Cog + o (positions outside [0, out) are cropped)."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    N, C, *spatial = x.shape
+    _, Cog, *kernel = w.shape
+    out = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
+           zip(spatial, stride, padding, dilation, kernel, output_padding)]
+    y = np.zeros((N, Cog * groups, *out))
+    Cg = C // groups
+    for i in np.ndindex(*spatial):
+        for c in range(C):
+            g = c // Cg
+            for t in np.ndindex(*kernel):
+                pos = [ii * s - p + tt * d for ii, s, p, tt, d in
+                       zip(i, stride, padding, t, dilation)]
+                if all(0 <= q < n for q, n in zip(pos, out)):
+                    y[(slice(None), slice(g * Cog, (g + 1) * Cog), *pos)] += \
+                        x[(slice(None), c, *i)][:, None] * w[(c, slice(None), *t)][None, :]
+    if b is not None:
+        y += np.asarray(b, np.float64).reshape(1, -1, *([1] * len(spatial)))
+    return y
+
+
+def conv_transpose_nd_backward(gy, x, w, stride, padding, output_padding, groups, dilation):
+    """Gradients of the scatter above, element by element."""
+    gy, x, w = (np.asarray(a, np.float64) for a in (gy, x, w))
+    N, C, *spatial = x.shape
+    _, Cog, *kernel = w.shape
+    out = gy.shape[2:]
+    gx, gw = np.zeros_like(x), np.zeros_like(w)
+    Cg = C // groups
+    for i in np.ndindex(*spatial):
+        for c in range(C):
+            g = c // Cg
+            for t in np.ndindex(*kernel):
+                pos = [ii * s - p + tt * d for ii, s, p, tt, d in
+                       zip(i, stride, padding, t, dilation)]
+                if all(0 <= q < n for q, n in zip(pos, out)):
+                    go = gy[(slice(None), slice(g * Cog, (g + 1) * Cog), *pos)]  # (N, Cog)
+                    gx[(slice(None), c, *i)] += go @ w[(c, slice(None), *t)]
+                    gw[(c, slice(None), *t)] += x[(slice(None), c, *i)] @ go
+    axes = tuple(a for a in range(gy.ndim) if a != 1)
+    return gx, gw, gy.sum(axis=axes)
