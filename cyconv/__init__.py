@@ -12,6 +12,9 @@ from .patches import col2im, im2col
 from .pool import *  # noqa: F403  (max/avg/lp/adaptive pooling, 1-D to 3-D)
 from .pool import __all__ as _pool_all
 from .shapes import conv_output_shape, explain_conv, receptive_field
+from .local import locally_connected2d, locally_connected2d_backward
+from .matrix import conv2d_matrix
+from . import signal
 
 __all__ = [
     "__version__",
@@ -26,4 +29,8 @@ __all__ = [
     "conv_output_shape",
     "explain_conv",
     "receptive_field",
+    "locally_connected2d",
+    "locally_connected2d_backward",
+    "conv2d_matrix",
+    "signal",
 ]

@@ -405,3 +405,36 @@ def conv_transpose_nd_backward(gy, x, w, stride, padding, output_padding, groups
                     gw[(c, slice(None), *t)] += x[(slice(None), c, *i)] @ go
     axes = tuple(a for a in range(gy.ndim) if a != 1)
     return gx, gw, gy.sum(axis=axes)
+
+
+def locally_connected2d(x, w, b, stride, pads, dilation):
+    """y[n, k, p, q] = b[k, p, q] + sum_{c,i,j} xpad[n, c, p*sh + i*dh, q*sw + j*dw]
+    * w[p, q, k, c, i, j]: a convolution whose filters differ at every position."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    Ho, Wo, K, C, kh, kw = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    xp = padded_input(x, pads)
+    y = np.zeros((x.shape[0], K, Ho, Wo))
+    for p in range(Ho):
+        for q in range(Wo):
+            patch = xp[:, :, p * sh:p * sh + dh * (kh - 1) + 1:dh,
+                       q * sw:q * sw + dw * (kw - 1) + 1:dw]
+            y[:, :, p, q] = np.tensordot(patch, w[p, q], axes=([1, 2, 3], [1, 2, 3]))
+    if b is not None:
+        y += np.asarray(b, np.float64)[None]
+    return y
+
+
+def locally_connected2d_backward(gy, x, w, stride, pads, dilation):
+    gy, x, w = (np.asarray(a, np.float64) for a in (gy, x, w))
+    Ho, Wo, K, C, kh, kw = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    xp = padded_input(x, pads)
+    gxp, gw = np.zeros_like(xp), np.zeros_like(w)
+    for p in range(Ho):
+        for q in range(Wo):
+            sl = (slice(None), slice(None), slice(p * sh, p * sh + dh * (kh - 1) + 1, dh),
+                  slice(q * sw, q * sw + dw * (kw - 1) + 1, dw))
+            gxp[sl] += np.tensordot(gy[:, :, p, q], w[p, q], axes=([1], [0]))
+            gw[p, q] = np.tensordot(gy[:, :, p, q], xp[sl], axes=([0], [0]))
+    return unpad_gradient(gxp, x.shape, pads), gw, gy.sum(axis=0)

@@ -450,3 +450,117 @@ cdef void _whole(const floating[:, :, :, :, ::1] x, const floating[:, :, ::1] co
             c = item % C
             _transfer_cf(<floating*> &x[n, c, 0, 0, 0], &g, 0, L,
                          <floating*> &col[n, c * kk, 0], to_col)
+
+
+# --------------------------------------------------------------------------
+# Locally connected (unshared weights): one GEMM per output position
+# --------------------------------------------------------------------------
+# Weights w (L, C_out, K), one (C_out, K) matrix per output position l.
+# Samples are taken in blocks of ``nb`` (a function of the shape): the block's
+# patches at position l form P (nbk x K), and Y_l = P @ W_l^T.  Scratch per
+# thread: nb * (K + C_out).
+
+cdef inline void _gather_patches(const floating* xb, const Geom* g, Py_ssize_t n0,
+                                 Py_ssize_t n1, Py_ssize_t l, Py_ssize_t K,
+                                 floating* P, bint channels_last) noexcept nogil:
+    cdef Py_ssize_t n
+    for n in range(n0, n1):
+        _to_col(_plane(xb, n, 0, g, channels_last), g, l, l + 1, P + (n - n0) * K,
+                channels_last)
+
+
+def lc_forward(const floating[:, :, :, :, ::1] x,    # in
+               const floating[:, :, ::1] w,          # in (L, C_out, K)
+               const floating[:, ::1] bias,          # in (C_out, L) or (0, 0)
+               floating[:, :, ::1] y,                # out (N, C_out, L) or (N, L, C_out)
+               const Py_ssize_t[::1] geo, bint channels_last,
+               floating[:, ::1] ws, Py_ssize_t nb, int num_threads):
+    cdef Geom g = _geom(x.shape, channels_last, 1, geo)
+    cdef Py_ssize_t N = x.shape[0], L = w.shape[0], C_out = w.shape[1], K = w.shape[2]
+    cdef Py_ssize_t nblocks = (N + nb - 1) // nb
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, l, blk, n0, n1, n, k
+    cdef floating* buf = NULL
+    cdef floating* Yb
+    if N == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        buf = &ws[cyconv_thread_num(), 0]
+        for item in prange(L * nblocks, schedule="static"):
+            l = item // nblocks
+            blk = item % nblocks
+            n0 = blk * nb
+            n1 = min(N, n0 + nb)
+            Yb = buf + nb * K
+            _gather_patches(&x[0, 0, 0, 0, 0], &g, n0, n1, l, K, buf, channels_last)
+            # Yb (nbk x C_out) = P (nbk x K) @ W_l^T (K x C_out)
+            gemm(False, True, <int> (n1 - n0), <int> C_out, <int> K, 1, buf, <int> K,
+                 &w[l, 0, 0], <int> K, 0, Yb, <int> C_out)
+            for n in range(n0, n1):
+                for k in range(C_out):
+                    if channels_last:
+                        y[n, l, k] = Yb[(n - n0) * C_out + k] + (bias[k, l] if has_bias else 0)
+                    else:
+                        y[n, k, l] = Yb[(n - n0) * C_out + k] + (bias[k, l] if has_bias else 0)
+
+
+def lc_backward_weight(const floating[:, :, :, :, ::1] x,   # in
+                       const floating[:, :, ::1] gy,        # in, layout of y
+                       floating[:, :, ::1] gw,              # out (L, C_out, K)
+                       const Py_ssize_t[::1] geo, bint channels_last,
+                       floating[:, ::1] ws, Py_ssize_t nb, int num_threads):
+    """gW_l = sum over sample blocks of dY_l^T @ P_l; one item per position."""
+    cdef Geom g = _geom(x.shape, channels_last, 1, geo)
+    cdef Py_ssize_t N = x.shape[0], L = gw.shape[0], C_out = gw.shape[1], K = gw.shape[2]
+    cdef Py_ssize_t l, n0, n1, n, k
+    cdef floating* buf = NULL
+    cdef floating* G
+    with nogil, parallel(num_threads=num_threads):
+        buf = &ws[cyconv_thread_num(), 0]
+        for l in prange(L, schedule="static"):
+            G = buf + nb * K
+            memset(&gw[l, 0, 0], 0, C_out * K * sizeof(floating))
+            n0 = 0
+            while n0 < N:
+                n1 = min(N, n0 + nb)
+                _gather_patches(&x[0, 0, 0, 0, 0], &g, n0, n1, l, K, buf, channels_last)
+                for n in range(n0, n1):
+                    for k in range(C_out):
+                        G[(n - n0) * C_out + k] = gy[n, l, k] if channels_last else gy[n, k, l]
+                # gW_l (C_out x K) += G^T (C_out x nbk) @ P (nbk x K)
+                gemm(True, False, <int> C_out, <int> K, <int> (n1 - n0), 1, G, <int> C_out,
+                     buf, <int> K, 1, &gw[l, 0, 0], <int> K)
+                n0 = n1
+
+
+def lc_backward_input(const floating[:, :, ::1] gy,        # in, layout of y
+                      const floating[:, :, ::1] w,         # in (L, C_out, K)
+                      floating[:, :, :, :, ::1] gx,        # out, zero-filled
+                      const Py_ssize_t[::1] geo, bint channels_last,
+                      floating[:, ::1] ws, Py_ssize_t nb, int num_threads):
+    """gx += scatter of dY_l @ W_l; windows of different positions overlap, so
+    one item is one block of samples walking every position in order."""
+    cdef Geom g = _geom(gx.shape, channels_last, 1, geo)
+    cdef Py_ssize_t N = gx.shape[0], L = w.shape[0], C_out = w.shape[1], K = w.shape[2]
+    cdef Py_ssize_t nblocks = (N + nb - 1) // nb
+    cdef Py_ssize_t blk, l, n0, n1, n, k
+    cdef floating* buf = NULL
+    cdef floating* G
+    if N == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        buf = &ws[cyconv_thread_num(), 0]
+        for blk in prange(nblocks, schedule="static"):
+            G = buf + nb * K
+            n0 = blk * nb
+            n1 = min(N, n0 + nb)
+            for l in range(L):
+                for n in range(n0, n1):
+                    for k in range(C_out):
+                        G[(n - n0) * C_out + k] = gy[n, l, k] if channels_last else gy[n, k, l]
+                # dP (nbk x K) = G (nbk x C_out) @ W_l (C_out x K)
+                gemm(False, False, <int> (n1 - n0), <int> K, <int> C_out, 1, G, <int> C_out,
+                     &w[l, 0, 0], <int> K, 0, buf, <int> K)
+                for n in range(n0, n1):
+                    _from_col(_plane(&gx[0, 0, 0, 0, 0], n, 0, &g, channels_last), &g, l,
+                              l + 1, buf + (n - n0) * K, channels_last)
