@@ -13,8 +13,8 @@ import sys
 import time
 
 from cyconv import get_num_threads
-from cyconv.bench.suite import (load_shapes, machine_info, peers_for, pool_bytes,
-                                pool_peers_for, run_suite)
+from cyconv.bench.suite import (filter_flops, filter_peers_for, load_shapes, machine_info,
+                                peers_for, pool_bytes, pool_peers_for, run_suite)
 
 
 def _threads_list(spec, quick):
@@ -97,15 +97,16 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     shapes = load_shapes()
-    suite, pools = shapes["conv2d"], shapes["pool2d"]
+    suite, pools, filters = shapes["conv2d"], shapes["pool2d"], shapes["filter2d"]
     if args.shapes:
         wanted = args.shapes.split(",")
-        known = [s["name"] for s in suite + pools]
+        known = [s["name"] for s in suite + pools + filters]
         unknown = sorted(set(wanted) - set(known))
         if unknown:
             ap.error(f"unknown shapes {unknown}; known: {known}")
         suite = [s for s in suite if s["name"] in wanted]
         pools = [s for s in pools if s["name"] in wanted]
+        filters = [s for s in filters if s["name"] in wanted]
     names = args.peers.split(",") if args.peers else None
     if names and "cyconv" not in names:
         names.insert(0, "cyconv")
@@ -114,8 +115,8 @@ def main(argv=None):
     rounds = args.rounds or (3 if args.quick else 7)
 
     info = machine_info()
-    print(f"cyconv {info['cyconv']} benchmark: conv2d and pool2d, float32, NCHW "
-          f"(torch_cl: PyTorch channels_last)")
+    print(f"cyconv {info['cyconv']} benchmark: conv2d and pool2d (float32, NCHW; torch_cl: "
+          f"PyTorch channels_last), filter2d (float64)")
     print(f"machine: {info['cpu']}, {info['cpus_available']} CPUs available, "
           f"features {' '.join(info['cpu_features']) or '?'}")
     print(f"build:   OpenMP {'on' if info['openmp'] else 'off'}, flags '{info['cflags']}', "
@@ -125,7 +126,7 @@ def main(argv=None):
           f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}\n")
 
     t0 = time.perf_counter()
-    total = (len(suite) + len(pools)) * len(threads)
+    total = (len(suite) + len(pools) + len(filters)) * len(threads)
     min_round = 0.0 if args.quick else 0.02
     rows = run_suite(suite, threads, peers, passes=args.passes.split(","), rounds=rounds,
                      min_round_s=min_round, progress=_progress, total=total)
@@ -133,17 +134,25 @@ def main(argv=None):
     pool_rows = run_suite(pools, threads, pool_peers, passes=("forward",), rounds=rounds,
                           min_round_s=min_round, progress=_progress, work=pool_bytes,
                           unit="GB/s", start=len(suite) * len(threads), total=total)
+    filter_peers = filter_peers_for(names)
+    filter_rows = run_suite(filters, threads, filter_peers, passes=("forward",),
+                            rounds=rounds, min_round_s=min_round, progress=_progress,
+                            work=filter_flops, start=(len(suite) + len(pools)) * len(threads),
+                            total=total)
     if rows:
         print("conv2d (rate: GFLOP/s of cyconv)")
         report(rows, list(peers))
     if pool_rows:
         print("\npool2d forward (rate: GB/s of cyconv, input read + output written)")
         report(pool_rows, list(pool_peers))
+    if filter_rows:
+        print("\nfilter2d: signal.correlate2d mode='same', float64 (rate: GFLOP/s of cyconv)")
+        report(filter_rows, list(filter_peers))
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "threads": threads, "rounds": rounds,
-                       "results": rows + pool_rows}, f, indent=1)
+                       "results": rows + pool_rows + filter_rows}, f, indent=1)
     return 0
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import cyconv
 from cyconv import _params
 
-__all__ = ["load_shapes", "conv_flops", "pool_bytes", "peers_for", "pool_peers_for",
-           "run_suite", "machine_info"]
+__all__ = ["load_shapes", "conv_flops", "pool_bytes", "filter_flops", "peers_for",
+           "pool_peers_for", "filter_peers_for", "run_suite", "machine_info"]
 
 
 def load_shapes():
@@ -220,6 +220,44 @@ def pool_peers_for(names=None):
         pass
     if names:
         peers = {k: v for k, v in peers.items() if k in names}
+    return peers
+
+
+def filter_flops(s, _pass="forward"):
+    """2 * H * W * k * k: one multiply-add per kernel tap per output pixel."""
+    return 2 * s["H"] * s["W"] * s["kernel"] ** 2
+
+
+def _filter_problem(s):
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((s["H"], s["W"])).astype(s["dtype"]),
+            rng.standard_normal((s["kernel"], s["kernel"])).astype(s["dtype"]))
+
+
+def _filter_cyconv(s, threads):
+    from cyconv import signal
+
+    image, kernel = _filter_problem(s)
+
+    def forward():
+        with cyconv.num_threads(threads):
+            return signal.correlate2d(image, kernel, mode="same")
+
+    return {"forward": forward}
+
+
+def _filter_scipy(s, threads):
+    """scipy.signal.correlate2d: single-threaded whatever ``threads`` says."""
+    import scipy.signal
+
+    image, kernel = _filter_problem(s)
+    return {"forward": lambda: scipy.signal.correlate2d(image, kernel, mode="same")}
+
+
+def filter_peers_for(names=None):
+    peers = {"cyconv": _filter_cyconv, "scipy": _filter_scipy}
+    if names:
+        peers = {k: v for k, v in peers.items() if k in names or k == "scipy"}
     return peers
 
 
