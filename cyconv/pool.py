@@ -18,7 +18,8 @@ _NO_INDEX = np.empty((1, 1, 1, 1, 1), np.int64)
 __all__ = [f"{kind}{nd}d" for kind in ("max_pool", "avg_pool", "lp_pool",
                                         "adaptive_avg_pool", "adaptive_max_pool")
            for nd in (1, 2, 3)]
-__all__ += [f"{kind}_pool{nd}d_backward" for kind in ("max", "avg") for nd in (1, 2, 3)]
+__all__ += [f"{kind}_pool{nd}d_backward" for kind in ("max", "avg", "adaptive_avg")
+            for nd in (1, 2, 3)]
 __all__ += ["global_avg_pool", "global_max_pool"]
 
 
@@ -184,6 +185,27 @@ def _avg_pool_backward(nd, grad_output, input_shape, kernel_size, stride, paddin
     return gx
 
 
+def _adaptive_avg_backward(nd, grad_output, input_shape, channels_last):
+    op = f"adaptive_avg_pool{nd}d_backward"
+    gy = P.as_array(op, "grad_output", grad_output)
+    dtype = P.compute_dtype(op, grad_output=gy)
+    shape = _input_shape(op, nd, input_shape)
+    shaped = P.SimpleNamespace(shape=shape, ndim=len(shape))
+    P.check_ndim(op, "grad_output", gy, nd + 2, P._layout(nd, channels_last))
+    out = gy.shape[1:-1] if channels_last else gy.shape[2:]
+    geo = P.adaptive_geometry(op, nd, shaped, out, channels_last=channels_last)
+    if gy.shape != geo.output_shape:
+        raise ValueError(f"{op}: grad_output has shape {gy.shape}, which does not match "
+                         f"the batch and channels of input_shape {shape}")
+    gx = np.zeros(shape, dtype)
+    if gx.size and gy.size:
+        _pool.avg_pool_backward(geo.view5(P.contiguous(gy, dtype), geo.out_spatial),
+                                geo.view5(gx, geo.spatial), geo.first, geo.count,
+                                geo.count, geo.step, 0.0, geo.channels_last,
+                                get_num_threads())
+    return gx
+
+
 def _adaptive(nd, x, output_size, op_code, return_indices, channels_last, name):
     op = name or f"adaptive_{'max' if op_code == _OP_MAX else 'avg'}_pool{nd}d"
     x, dtype = _input(op, x)
@@ -312,6 +334,9 @@ def _make(nd):
     def adaptive_max_pool(x, output_size, return_indices=False, *, channels_last=False):
         return _adaptive(nd, x, output_size, _OP_MAX, return_indices, channels_last, None)
 
+    def adaptive_avg_pool_backward(grad_output, input_shape, *, channels_last=False):
+        return _adaptive_avg_backward(nd, grad_output, input_shape, channels_last)
+
     lay = f"{_LAYOUT[nd]} (or {_LAST[nd]} with channels_last)"
     return {
         f"max_pool{nd}d": _named(max_pool, f"max_pool{nd}d", _max_doc(nd)),
@@ -378,6 +403,21 @@ def _make(nd):
     >>> import numpy as np, cyconv
     >>> cyconv.adaptive_avg_pool{nd}d(np.ones({_EXAMPLE_SHAPE[nd]}), 4).shape
     {_EXAMPLE_OUT[nd]}
+    """),
+        f"adaptive_avg_pool{nd}d_backward": _named(
+            adaptive_avg_pool_backward, f"adaptive_avg_pool{nd}d_backward",
+            f"""Gradient of :func:`adaptive_avg_pool{nd}d`.
+
+    ``grad_output`` has the pooled shape (which fixes ``output_size``);
+    ``input_shape`` is the input's shape as passed.  Each output's gradient,
+    divided by its window's size, goes to every element of the window.
+
+    Examples
+    --------
+    >>> import numpy as np, cyconv
+    >>> g = cyconv.adaptive_avg_pool{nd}d_backward(np.ones({_EXAMPLE_OUT[nd]}), {_EXAMPLE_SHAPE[nd]})
+    >>> float(g.max())
+    {1 / 2 ** nd}
     """),
         f"adaptive_max_pool{nd}d": _named(adaptive_max_pool, f"adaptive_max_pool{nd}d",
                                           f"""{nd}-D adaptive max pooling.

@@ -237,6 +237,22 @@ def test_adaptive_matches_torch(shape, out, dtype, channels_last):
     assert np.array_equal(i, lay(it.numpy()))
 
 
+@LAYOUTS
+@pytest.mark.parametrize("shape, out", ADAPTIVE)
+def test_adaptive_avg_backward_matches_torch(shape, out, channels_last):
+    torch = pytest.importorskip("torch")
+    x = random(np.random.default_rng(13), shape, np.float64)
+    nd = len(out)
+    lay = to_last if channels_last else (lambda a: a)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = getattr(torch.nn.functional, f"adaptive_avg_pool{nd}d")(xt, out)
+    gy = random(np.random.default_rng(14), yt.shape, np.float64)
+    yt.backward(torch.tensor(gy))
+    got = _fn("adaptive_avg_pool{nd}d_backward", nd)(lay(gy), lay(x).shape,
+                                                     channels_last=channels_last)
+    assert_close(got, lay(xt.grad.numpy()), np.float64)
+
+
 def test_adaptive_output_size_none_keeps_dim():
     x = random(np.random.default_rng(7), (1, 2, 6, 5), np.float64)
     y = cyconv.adaptive_avg_pool2d(x, (None, 2))

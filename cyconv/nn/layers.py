@@ -1,0 +1,580 @@
+"""Layers, with PyTorch's constructor arguments, parameter names, shapes and
+default initialisation, built on cyconv's public ops only."""
+import math
+
+import numpy as np
+
+import cyconv
+from cyconv import _params as P
+
+from .module import Module, Parameter, generator
+
+__all__ = [
+    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "LocallyConnected2d", "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d",
+    "AvgPool3d", "AdaptiveAvgPool2d", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Linear",
+    "Flatten", "Dropout", "BatchNorm2d",
+]
+
+
+def _uniform(shape, bound, dtype):
+    return Parameter(generator().uniform(-bound, bound, size=shape).astype(dtype))
+
+
+def _tuple(v, nd):
+    return (v,) * nd if isinstance(v, (int, np.integer)) else tuple(v)
+
+
+def _need_forward(layer):
+    if getattr(layer, "_x", None) is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+
+
+def _spatial_out(shape, nd, channels_last, fn):
+    """Apply fn(spatial) -> spatial to a per-sample shape, keeping channels."""
+    if channels_last:
+        return (*fn(shape[:nd]), shape[nd])
+    return (shape[0], *fn(shape[1:]))
+
+
+# --------------------------------------------------------------------------
+# Convolutions
+# --------------------------------------------------------------------------
+
+class _ConvNd(Module):
+    nd = 2
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", *,
+                 channels_last=False, strict=False, dtype=np.float32):
+        super().__init__()
+        nd = self.nd
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _tuple(kernel_size, nd)
+        self.stride, self.dilation = _tuple(stride, nd), _tuple(dilation, nd)
+        self.padding = padding if isinstance(padding, str) else (
+            _tuple(padding, nd) if not isinstance(padding, (tuple, list)) else tuple(padding))
+        self.padding_mode, self.channels_last, self.strict = padding_mode, channels_last, strict
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{type(self).__name__}: groups={groups} must divide "
+                             f"in_channels={in_channels} and out_channels={out_channels}")
+        fan_in = in_channels // groups * math.prod(self.kernel_size)
+        bound = 1 / math.sqrt(fan_in)  # kaiming_uniform_(a=sqrt(5)), as PyTorch
+        self.weight = _uniform((out_channels, in_channels // groups, *self.kernel_size),
+                               bound, dtype)
+        self.bias = _uniform((out_channels,), bound, dtype) if bias else None
+
+    def _kw(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups, padding_mode=self.padding_mode,
+                    channels_last=self.channels_last)
+
+    def forward(self, x):
+        self._x = x
+        return getattr(cyconv, f"conv{self.nd}d")(x, self.weight, self.bias,
+                                                   strict=self.strict, **self._kw())
+
+    def backward(self, grad):
+        _need_forward(self)
+        needs = ("input", "weight") + (("bias",) if self.bias is not None else ())
+        g = getattr(cyconv, f"conv{self.nd}d_backward")(grad, self._x, self.weight,
+                                                         needs=needs, **self._kw())
+        self.weight.grad += g.weight
+        if self.bias is not None:
+            self.bias.grad += g.bias
+        return g.input
+
+    def output_shape(self, shape):
+        def out(spatial):
+            pads = P.padding_pairs(type(self).__name__, self.padding, self.nd, spatial,
+                                   self.kernel_size, self.stride, self.dilation)
+            return P.output_size(type(self).__name__, spatial, self.kernel_size,
+                                 self.stride, self.dilation, pads)
+        shape = _spatial_out(shape, self.nd, self.channels_last, out)
+        return (*shape[:-1], self.out_channels) if self.channels_last else \
+            (self.out_channels, *shape[1:])
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution layer, as ``torch.nn.Conv1d`` (plus channels_last, strict, dtype)."""
+    nd = 1
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution layer, as ``torch.nn.Conv2d`` (plus channels_last, strict, dtype).
+
+    Examples
+    --------
+    >>> from cyconv import nn
+    >>> nn.Conv2d(3, 96, 11, stride=4).weight.shape
+    (96, 3, 11, 11)
+    """
+    nd = 2
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution layer, as ``torch.nn.Conv3d`` (plus channels_last, strict, dtype)."""
+    nd = 3
+
+
+class _ConvTransposeNd(Module):
+    nd = 2
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 *, channels_last=False, dtype=np.float32):
+        super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError(f"{type(self).__name__}: only padding_mode='zeros' is "
+                             f"supported (as in PyTorch), got {padding_mode!r}")
+        nd = self.nd
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _tuple(kernel_size, nd)
+        self.stride, self.padding = _tuple(stride, nd), _tuple(padding, nd)
+        self.output_padding, self.dilation = _tuple(output_padding, nd), _tuple(dilation, nd)
+        self.channels_last = channels_last
+        # PyTorch computes fan_in from weight.size(1) * kernel = out_channels // groups * k
+        fan_in = out_channels // groups * math.prod(self.kernel_size)
+        bound = 1 / math.sqrt(fan_in)
+        self.weight = _uniform((in_channels, out_channels // groups, *self.kernel_size),
+                               bound, dtype)
+        self.bias = _uniform((out_channels,), bound, dtype) if bias else None
+
+    def _kw(self):
+        return dict(stride=self.stride, padding=self.padding,
+                    output_padding=self.output_padding, groups=self.groups,
+                    dilation=self.dilation, channels_last=self.channels_last)
+
+    def forward(self, x):
+        self._x = x
+        return getattr(cyconv, f"conv_transpose{self.nd}d")(x, self.weight, self.bias,
+                                                             **self._kw())
+
+    def backward(self, grad):
+        _need_forward(self)
+        needs = ("input", "weight") + (("bias",) if self.bias is not None else ())
+        g = getattr(cyconv, f"conv_transpose{self.nd}d_backward")(
+            grad, self._x, self.weight, needs=needs, **self._kw())
+        self.weight.grad += g.weight
+        if self.bias is not None:
+            self.bias.grad += g.bias
+        return g.input
+
+    def output_shape(self, shape):
+        def out(spatial):
+            return tuple((n - 1) * s - 2 * p + d * (k - 1) + o + 1 for n, s, p, d, k, o in
+                         zip(spatial, self.stride, self.padding, self.dilation,
+                             self.kernel_size, self.output_padding))
+        shape = _spatial_out(shape, self.nd, self.channels_last, out)
+        return (*shape[:-1], self.out_channels) if self.channels_last else \
+            (self.out_channels, *shape[1:])
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """As ``torch.nn.ConvTranspose1d``."""
+    nd = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """As ``torch.nn.ConvTranspose2d``."""
+    nd = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """As ``torch.nn.ConvTranspose3d``."""
+    nd = 3
+
+
+class LocallyConnected2d(Module):
+    """A convolution without parameter sharing: every output position has its
+    own filters.  Needs the input's spatial size to size its weights.
+
+    Parameters: ``weight`` (H_out, W_out, C_out, C_in, kH, kW), ``bias``
+    (C_out, H_out, W_out), initialised like a convolution's.
+
+    Examples
+    --------
+    >>> from cyconv import nn
+    >>> nn.LocallyConnected2d(3, 8, (32, 32), 5).weight.shape
+    (28, 28, 8, 3, 5, 5)
+    """
+
+    def __init__(self, in_channels, out_channels, input_size, kernel_size, stride=1,
+                 padding=0, dilation=1, bias=True, *, channels_last=False,
+                 dtype=np.float32):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.input_size = _tuple(input_size, 2)
+        self.kernel_size, self.stride = _tuple(kernel_size, 2), _tuple(stride, 2)
+        self.padding, self.dilation = padding, _tuple(dilation, 2)
+        self.channels_last = channels_last
+        out = cyconv.conv_output_shape(self.input_size, self.kernel_size, self.stride,
+                                       padding, self.dilation)
+        bound = 1 / math.sqrt(in_channels * math.prod(self.kernel_size))
+        self.weight = _uniform((*out, out_channels, in_channels, *self.kernel_size), bound,
+                               dtype)
+        self.bias = _uniform((out_channels, *out), bound, dtype) if bias else None
+
+    def _kw(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    channels_last=self.channels_last)
+
+    def forward(self, x):
+        self._x = x
+        return cyconv.locally_connected2d(x, self.weight, self.bias, **self._kw())
+
+    def backward(self, grad):
+        _need_forward(self)
+        needs = ("input", "weight") + (("bias",) if self.bias is not None else ())
+        g = cyconv.locally_connected2d_backward(grad, self._x, self.weight, needs=needs,
+                                                **self._kw())
+        self.weight.grad += g.weight
+        if self.bias is not None:
+            self.bias.grad += g.bias
+        return g.input
+
+    def output_shape(self, shape):
+        out = self.weight.shape[:2]
+        return (*out, self.out_channels) if self.channels_last else (self.out_channels, *out)
+
+
+# --------------------------------------------------------------------------
+# Pooling
+# --------------------------------------------------------------------------
+
+class _PoolNd(Module):
+    nd = 2
+    kind = "max"
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                 *, channels_last=False, strict=False):
+        super().__init__()
+        self.kernel_size = _tuple(kernel_size, self.nd)
+        self.stride = self.kernel_size if stride is None else _tuple(stride, self.nd)
+        self.padding, self.dilation = padding, _tuple(dilation, self.nd)
+        self.ceil_mode, self.channels_last, self.strict = ceil_mode, channels_last, strict
+
+    def output_shape(self, shape):
+        def out(spatial):
+            pads = P.padding_pairs(type(self).__name__, self.padding, self.nd, spatial,
+                                   self.kernel_size, self.stride, self.dilation)
+            return P.output_size(type(self).__name__, spatial, self.kernel_size,
+                                 self.stride, self.dilation, pads, ceil_mode=self.ceil_mode)
+        return _spatial_out(shape, self.nd, self.channels_last, out)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class _MaxPoolNd(_PoolNd):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
+                 return_indices=False, ceil_mode=False, *, channels_last=False,
+                 strict=False):
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode,
+                         channels_last=channels_last, strict=strict)
+        self.return_indices = return_indices
+
+    def forward(self, x):
+        x = np.asarray(x)
+        self._x = x
+        y, self._indices = getattr(cyconv, f"max_pool{self.nd}d")(
+            x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+            True, channels_last=self.channels_last, strict=self.strict)
+        return (y, self._indices) if self.return_indices else y
+
+    def backward(self, grad):
+        _need_forward(self)
+        return getattr(cyconv, f"max_pool{self.nd}d_backward")(
+            grad, self._indices, self._x.shape, channels_last=self.channels_last)
+
+
+class MaxPool1d(_MaxPoolNd):
+    """As ``torch.nn.MaxPool1d``."""
+    nd = 1
+
+
+class MaxPool2d(_MaxPoolNd):
+    """As ``torch.nn.MaxPool2d``."""
+    nd = 2
+
+
+class MaxPool3d(_MaxPoolNd):
+    """As ``torch.nn.MaxPool3d``."""
+    nd = 3
+
+
+class _AvgPoolNd(_PoolNd):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None, *, dilation=1,
+                 channels_last=False, strict=False):
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode,
+                         channels_last=channels_last, strict=strict)
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def _args(self):
+        return (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                self.count_include_pad, self.divisor_override)
+
+    def forward(self, x):
+        x = np.asarray(x)
+        self._x = x
+        return getattr(cyconv, f"avg_pool{self.nd}d")(x, *self._args(),
+                                                       channels_last=self.channels_last,
+                                                       strict=self.strict)
+
+    def backward(self, grad):
+        _need_forward(self)
+        return getattr(cyconv, f"avg_pool{self.nd}d_backward")(
+            grad, self._x.shape, *self._args(), channels_last=self.channels_last)
+
+
+class AvgPool1d(_AvgPoolNd):
+    """As ``torch.nn.AvgPool1d``."""
+    nd = 1
+
+
+class AvgPool2d(_AvgPoolNd):
+    """As ``torch.nn.AvgPool2d``."""
+    nd = 2
+
+
+class AvgPool3d(_AvgPoolNd):
+    """As ``torch.nn.AvgPool3d``."""
+    nd = 3
+
+
+class AdaptiveAvgPool2d(Module):
+    """As ``torch.nn.AdaptiveAvgPool2d``."""
+
+    def __init__(self, output_size, *, channels_last=False):
+        super().__init__()
+        self.output_size, self.channels_last = output_size, channels_last
+
+    def forward(self, x):
+        x = np.asarray(x)
+        self._x = x
+        return cyconv.adaptive_avg_pool2d(x, self.output_size,
+                                          channels_last=self.channels_last)
+
+    def backward(self, grad):
+        _need_forward(self)
+        return cyconv.adaptive_avg_pool2d_backward(grad, self._x.shape,
+                                                   channels_last=self.channels_last)
+
+    def output_shape(self, shape):
+        size = _tuple(self.output_size, 2) if self.output_size is not None else (None, None)
+
+        def out(spatial):
+            return tuple(n if o is None else o for n, o in zip(spatial, size))
+        return _spatial_out(shape, 2, self.channels_last, out)
+
+
+# --------------------------------------------------------------------------
+# Element-wise and dense layers
+# --------------------------------------------------------------------------
+
+class ReLU(Module):
+    """max(x, 0)."""
+
+    def forward(self, x):
+        self._x = x = np.asarray(x)
+        return np.maximum(x, 0)
+
+    def backward(self, grad):
+        _need_forward(self)
+        return grad * (self._x > 0)
+
+
+class LeakyReLU(Module):
+    """x if x > 0 else negative_slope * x."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        self._x = x = np.asarray(x)
+        return np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
+
+    def backward(self, grad):
+        _need_forward(self)
+        return np.where(self._x > 0, grad, grad * grad.dtype.type(self.negative_slope))
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x))."""
+
+    def forward(self, x):
+        x = np.asarray(x)
+        self._y = y = np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))),
+                               np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))).astype(x.dtype)
+        self._x = x
+        return y
+
+    def backward(self, grad):
+        _need_forward(self)
+        return grad * self._y * (1 - self._y)
+
+
+class Tanh(Module):
+    """tanh(x)."""
+
+    def forward(self, x):
+        self._x = x = np.asarray(x)
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, grad):
+        _need_forward(self)
+        return grad * (1 - self._y * self._y)
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias, as ``torch.nn.Linear`` (weight (out, in))."""
+
+    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1 / math.sqrt(in_features)
+        self.weight = _uniform((out_features, in_features), bound, dtype)
+        self.bias = _uniform((out_features,), bound, dtype) if bias else None
+
+    def forward(self, x):
+        self._x = x = np.asarray(x)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear: input has {x.shape[-1]} features, expected "
+                             f"{self.in_features} (input shape {x.shape})")
+        y = x @ np.asarray(self.weight).T
+        return y + np.asarray(self.bias) if self.bias is not None else y
+
+    def backward(self, grad):
+        _need_forward(self)
+        x2 = self._x.reshape(-1, self.in_features)
+        g2 = np.asarray(grad).reshape(-1, self.out_features)
+        self.weight.grad += g2.T @ x2
+        if self.bias is not None:
+            self.bias.grad += g2.sum(axis=0)
+        return (g2 @ np.asarray(self.weight)).reshape(self._x.shape)
+
+    def output_shape(self, shape):
+        return (*shape[:-1], self.out_features)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Flatten(Module):
+    """Flatten dims start_dim..end_dim (PyTorch's defaults: all but the batch)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        self._x = x = np.asarray(x)
+        s = self.start_dim % x.ndim
+        e = self.end_dim % x.ndim
+        return x.reshape(*x.shape[:s], -1, *x.shape[e + 1:])
+
+    def backward(self, grad):
+        _need_forward(self)
+        return np.asarray(grad).reshape(self._x.shape)
+
+    def output_shape(self, shape):
+        full = (1, *shape)  # per-sample shape: put a batch back for the dims
+        s, e = self.start_dim % len(full), self.end_dim % len(full)
+        return (*full[1:s], math.prod(full[s:e + 1]), *full[e + 1:])
+
+
+class Dropout(Module):
+    """Zero each element with probability p in training, scaling the rest by
+    1 / (1 - p); the identity in eval mode.  Masks come from cyconv.nn.seed."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if not self.training or self.p == 0:
+            self._mask = None
+            return x
+        keep = generator().random(x.shape) >= self.p
+        self._mask = keep.astype(x.dtype) / x.dtype.type(1 - self.p)
+        return x * self._mask
+
+    def backward(self, grad):
+        return grad if self._mask is None else grad * self._mask
+
+
+class BatchNorm2d(Module):
+    """As ``torch.nn.BatchNorm2d``: batch statistics in training (running
+    averages updated with ``momentum``, unbiased variance), running ones in
+    eval; parameters weight/bias, buffers running_mean/running_var/
+    num_batches_tracked."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, *, channels_last=False, dtype=np.float32):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.channels_last = channels_last
+        if affine:
+            self.weight = Parameter(np.ones(num_features, dtype))
+            self.bias = Parameter(np.zeros(num_features, dtype))
+        else:
+            self.weight = self.bias = None
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(num_features, dtype))
+            self.register_buffer("running_var", np.ones(num_features, dtype))
+            self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
+
+    def _shape(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"BatchNorm2d: input must have 4 dimensions, got shape "
+                             f"{x.shape}")
+        return (1, 1, 1, -1) if self.channels_last else (1, -1, 1, 1)
+
+    def forward(self, x):
+        x = np.asarray(x)
+        shape = self._shape(x)
+        axes = (0, 1, 2) if self.channels_last else (0, 2, 3)
+        if self.training or not self.track_running_stats:
+            mean = x.mean(axis=axes)
+            var = x.var(axis=axes)
+            if self.training and self.track_running_stats:
+                n = x.size // x.shape[-1 if self.channels_last else 1]
+                m = self.momentum
+                self.running_mean[...] = (1 - m) * self.running_mean + m * mean
+                self.running_var[...] = (1 - m) * self.running_var + m * var * n / max(n - 1, 1)
+                self.num_batches_tracked[...] += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        inv = 1 / np.sqrt(var + x.dtype.type(self.eps))
+        xhat = (x - mean.reshape(shape)) * inv.reshape(shape)
+        self._cache = (xhat, inv, shape, axes, self.training or not self.track_running_stats)
+        if self.affine:
+            return (xhat * np.asarray(self.weight).reshape(shape)
+                    + np.asarray(self.bias).reshape(shape)).astype(x.dtype)
+        return xhat.astype(x.dtype)
+
+    def backward(self, grad):
+        xhat, inv, shape, axes, batch_stats = self._cache
+        grad = np.asarray(grad)
+        if self.affine:
+            self.weight.grad += (grad * xhat).sum(axis=axes)
+            self.bias.grad += grad.sum(axis=axes)
+            g = grad * np.asarray(self.weight).reshape(shape)
+        else:
+            g = grad
+        if not batch_stats:
+            return g * inv.reshape(shape)
+        mean_g = g.mean(axis=axes, keepdims=True)
+        mean_gx = (g * xhat).mean(axis=axes, keepdims=True)
+        return (g - mean_g - xhat * mean_gx) * inv.reshape(shape)

@@ -1,0 +1,241 @@
+"""Module, Parameter and Sequential: the skeleton every layer builds on."""
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+
+__all__ = ["Parameter", "Module", "Sequential", "seed"]
+
+_rng = {"gen": np.random.default_rng()}
+
+
+def seed(n):
+    """Make every later initialisation and dropout mask reproducible.
+
+    Examples
+    --------
+    >>> from cyconv import nn
+    >>> nn.seed(0); a = nn.Linear(3, 2).weight.copy()
+    >>> nn.seed(0); bool((nn.Linear(3, 2).weight == a).all())
+    True
+    """
+    _rng["gen"] = np.random.default_rng(n)
+
+
+def generator():
+    return _rng["gen"]
+
+
+class Parameter(np.ndarray):
+    """An ndarray holding a trainable value, with its gradient in ``.grad``.
+
+    Arithmetic on a Parameter gives plain ndarrays; optimisers update the
+    Parameter in place.
+    """
+
+    def __new__(cls, data):
+        obj = np.array(data, copy=True).view(cls)
+        obj.grad = np.zeros(obj.shape, obj.dtype)
+        return obj
+
+    def __array_finalize__(self, obj):
+        if obj is not None and not hasattr(self, "grad"):
+            self.grad = None
+
+    def __array_wrap__(self, arr, context=None, return_scalar=False):
+        arr = np.asarray(arr)  # results of ufuncs are plain arrays
+        return arr[()] if return_scalar else arr
+
+    def __reduce__(self):
+        raise TypeError("Parameter does not pickle; use Module.save / state_dict()")
+
+
+class Module:
+    """Base class of every layer: parameters, buffers, children, modes, state.
+
+    Subclasses implement ``forward(x)`` and ``backward(grad)``; ``backward``
+    returns the gradient for the input of the last ``forward`` and adds the
+    parameters' gradients to their ``.grad`` (call :meth:`zero_grad` between
+    steps, as in PyTorch).
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_params", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_children", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -- registration ---------------------------------------------------------
+    def __setattr__(self, name, value):
+        if isinstance(value, Parameter):
+            self._params[name] = value
+        elif isinstance(value, Module):
+            self._children[name] = value
+        elif value is None and name in self._params:
+            del self._params[name]
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, value):
+        """State saved with the module that is not trained (running statistics)."""
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    # -- calling --------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # -- parameters -----------------------------------------------------------
+    def named_parameters(self, prefix=""):
+        for name, p in self._params.items():
+            yield prefix + name, p
+        for cname, child in self._children.items():
+            yield from child.named_parameters(prefix + cname + ".")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        for name in self._buffers:
+            yield prefix + name, getattr(self, name)
+        for cname, child in self._children.items():
+            yield from child.named_buffers(prefix + cname + ".")
+
+    def children(self):
+        return list(self._children.values())
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def train(self, mode=True):
+        object.__setattr__(self, "training", bool(mode))
+        for child in self._children.values():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # -- state ----------------------------------------------------------------
+    def state_dict(self):
+        """Parameters and buffers by PyTorch's names, as copies."""
+        state = OrderedDict()
+        for name, value in self._state_items():
+            state[name] = np.array(value, copy=True)
+        return state
+
+    def _state_items(self, prefix=""):
+        for name, p in self._params.items():
+            yield prefix + name, p
+        for name in self._buffers:
+            yield prefix + name, getattr(self, name)
+        for cname, child in self._children.items():
+            yield from child._state_items(prefix + cname + ".")
+
+    def load_state_dict(self, state, strict=True):
+        """Copy values in by name (a PyTorch state_dict converted to NumPy loads
+        unchanged).  Shapes must match; with ``strict`` the names must too."""
+        own = dict(self._state_items())
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys "
+                           f"{unexpected}")
+        for name, target in own.items():
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            if value.shape != np.shape(target):
+                raise ValueError(f"load_state_dict: {name} has shape {value.shape}, the "
+                                 f"module expects {np.shape(target)}")
+            target[...] = value
+        return self
+
+    def save(self, path):
+        """Write the state_dict to an ``.npz`` file (plain arrays, no pickle)."""
+        np.savez(path, **self.state_dict())
+
+    def load(self, path):
+        """Load a file written by :meth:`save`.  Pickled objects are refused
+        before anything is unpickled."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: data[k] for k in data.files}
+        except ValueError as exc:
+            raise ValueError(f"{path}: refusing to load pickled objects; a cyconv model "
+                             f"file holds plain arrays only ({exc})") from None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ValueError(f"{path}: not a cyconv model file (.npz): {exc}") from None
+        return self.load_state_dict(state)
+
+    # -- description ------------------------------------------------------------
+    def output_shape(self, shape):
+        """Per-sample output shape for a per-sample input shape (no batch)."""
+        return tuple(shape)
+
+    def summary(self, input_shape):
+        from .summary import summary
+
+        return summary(self, input_shape)
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        if not self._children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in self._children.items():
+            lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
+        return "\n".join(lines + [")"])
+
+
+class Sequential(Module):
+    """Layers applied in order; children are named "0", "1", ... as in PyTorch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import nn
+    >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> net(np.ones((5, 4), np.float32)).shape
+    (5, 2)
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} is {type(layer).__name__}, "
+                                f"expected a cyconv.nn Module")
+            setattr(self, str(i), layer)
+
+    def __iter__(self):
+        return iter(self._children.values())
+
+    def __len__(self):
+        return len(self._children)
+
+    def __getitem__(self, i):
+        return list(self._children.values())[i]
+
+    def forward(self, x):
+        for layer in self._children.values():
+            x = layer(x)
+        return x
+
+    def backward(self, grad):
+        for layer in reversed(self._children.values()):
+            grad = layer.backward(grad)
+        return grad
+
+    def output_shape(self, shape):
+        for layer in self._children.values():
+            shape = layer.output_shape(shape)
+        return shape
