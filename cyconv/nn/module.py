@@ -165,6 +165,14 @@ class Module:
         """Load a file written by :meth:`save`.  Pickled objects are refused
         before anything is unpickled."""
         try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the model file: {exc}") from None
+        if magic != b"PK\x03\x04":  # anything but a zip (.npz) would go to pickle
+            raise ValueError(f"{path}: not a cyconv model file (.npz written by "
+                             f"Module.save)")
+        try:
             with np.load(path, allow_pickle=False) as data:
                 state = {k: data[k] for k in data.files}
         except ValueError as exc:

@@ -1,0 +1,279 @@
+"""cyconv.nn: whole-network gradients, PyTorch interoperability, losses,
+optimisers, state, summary and the digits example."""
+import math
+import os
+
+import numpy as np
+import pytest
+
+from cyconv import nn
+from conftest import assert_close
+
+
+def net2d(with_local=True, dtype=np.float64):
+    """Every 2-D layer type in one Sequential: 2x2x8x8 -> 2x4."""
+    layers = [nn.Conv2d(2, 3, 3, padding=1, dtype=dtype), nn.BatchNorm2d(3, dtype=dtype),
+              nn.LeakyReLU(0.1), nn.MaxPool2d(2),
+              nn.ConvTranspose2d(3, 2, 2, stride=2, dtype=dtype), nn.Tanh()]
+    if with_local:
+        layers += [nn.LocallyConnected2d(2, 2, (8, 8), 3, padding=1, dtype=dtype)]
+    layers += [nn.Sigmoid(), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d((3, 2)), nn.ReLU(),
+               nn.Dropout(0.25), nn.Flatten(), nn.Linear(12, 4, dtype=dtype)]
+    return nn.Sequential(*layers)
+
+
+def net1d(dtype=np.float64):
+    return nn.Sequential(nn.Conv1d(2, 3, 3, stride=1, padding=2, dtype=dtype),
+                         nn.MaxPool1d(2), nn.ConvTranspose1d(3, 2, 3, stride=2, dtype=dtype),
+                         nn.AvgPool1d(3), nn.Tanh(), nn.Flatten(),
+                         nn.Linear(2 * 3, 3, dtype=dtype))
+
+
+def net3d(dtype=np.float64):
+    return nn.Sequential(nn.Conv3d(1, 2, 3, padding=1, dtype=dtype), nn.MaxPool3d(2),
+                         nn.ConvTranspose3d(2, 2, 2, stride=2, dtype=dtype),
+                         nn.AvgPool3d(2), nn.Sigmoid(), nn.Flatten(),
+                         nn.Linear(2 * 8, 3, dtype=dtype))
+
+
+NETS = {"2d": (net2d, (2, 2, 8, 8)), "1d": (net1d, (2, 2, 9)), "3d": (net3d, (2, 1, 4, 4, 4))}
+
+
+def _loss(net, x, G):
+    nn.seed(123)  # the same dropout mask on every evaluation
+    return float(np.sum(net(x) * G))
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_whole_network_gradients_match_finite_differences(name):
+    make, shape = NETS[name]
+    nn.seed(0)
+    net = make()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape)
+    nn.seed(123)
+    y = net(x)
+    G = rng.standard_normal(y.shape)
+    net.zero_grad()
+    gx = net.backward(G)
+    eps = 1e-6
+    checks = [("input", x, gx)] + [(n, p, p.grad) for n, p in net.named_parameters()]
+    for label, arr, grad in checks:
+        flat = arr.reshape(-1)
+        for i in rng.choice(flat.size, min(6, flat.size), replace=False):
+            old = flat[i]
+            flat[i] = old + eps
+            up = _loss(net, x, G)
+            flat[i] = old - eps
+            down = _loss(net, x, G)
+            flat[i] = old
+            numeric = (up - down) / (2 * eps)
+            assert abs(numeric - grad.reshape(-1)[i]) <= 1e-5 * max(1.0, abs(numeric)), \
+                (label, i, numeric, grad.reshape(-1)[i])
+
+
+def _torch_net(torch, name):
+    tn = torch.nn
+    if name == "2d":
+        return tn.Sequential(tn.Conv2d(2, 3, 3, padding=1), tn.BatchNorm2d(3),
+                             tn.LeakyReLU(0.1), tn.MaxPool2d(2),
+                             tn.ConvTranspose2d(3, 2, 2, stride=2), tn.Tanh(), tn.Sigmoid(),
+                             tn.AvgPool2d(2), tn.AdaptiveAvgPool2d((3, 2)), tn.ReLU(),
+                             tn.Dropout(0.25), tn.Flatten(), tn.Linear(12, 4))
+    if name == "1d":
+        return tn.Sequential(tn.Conv1d(2, 3, 3, stride=1, padding=2), tn.MaxPool1d(2),
+                             tn.ConvTranspose1d(3, 2, 3, stride=2), tn.AvgPool1d(3), tn.Tanh(),
+                             tn.Flatten(), tn.Linear(2 * 3, 3))
+    return tn.Sequential(tn.Conv3d(1, 2, 3, padding=1), tn.MaxPool3d(2),
+                         tn.ConvTranspose3d(2, 2, 2, stride=2), tn.AvgPool3d(2), tn.Sigmoid(),
+                         tn.Flatten(), tn.Linear(2 * 8, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(NETS))
+def test_pytorch_weights_load_and_gradients_match(name, dtype):
+    torch = pytest.importorskip("torch")
+    make, shape = NETS[name]
+    torch.manual_seed(0)
+    tnet = _torch_net(torch, name).to(torch.float32 if dtype == np.float32 else torch.float64)
+    state = {k: v.detach().numpy() for k, v in tnet.state_dict().items()}
+    net = make(with_local=False, dtype=dtype) if name == "2d" else make(dtype=dtype)
+    net.load_state_dict(state)  # PyTorch's names and shapes, unchanged
+    tnet.eval()
+    net.eval()  # dropout off; BatchNorm on running statistics
+    for mode in ("eval", "train"):
+        if mode == "train":  # BatchNorm on batch statistics; dropout stays off
+            tnet.train()
+            net.train()
+            for m in tnet:
+                if isinstance(m, torch.nn.Dropout):
+                    m.eval()
+            for m in net:
+                if isinstance(m, nn.Dropout):
+                    m.eval()
+        x = np.random.default_rng(2).standard_normal(shape).astype(dtype)
+        xt = torch.tensor(x, requires_grad=True)
+        yt = tnet(xt)
+        G = np.random.default_rng(3).standard_normal(tuple(yt.shape)).astype(dtype)
+        yt.backward(torch.tensor(G))
+        y = net(x)
+        assert_close(y, yt.detach().numpy(), dtype, f"{mode} forward")
+        net.zero_grad()
+        assert_close(net.backward(G), xt.grad.numpy(), dtype, f"{mode} input grad")
+        tgrads = dict(tnet.named_parameters())
+        for pname, p in net.named_parameters():
+            assert_close(p.grad, tgrads[pname].grad.numpy(), dtype, f"{mode} {pname}")
+        tnet.zero_grad()
+    tstate = tnet.state_dict()
+    for k, v in net.state_dict().items():  # running statistics moved the same way
+        if v.dtype.kind == "f":
+            assert_close(v, tstate[k].numpy(), dtype, k)
+        else:
+            assert v.dtype == np.int64 and np.array_equal(v, tstate[k].numpy()), k
+
+
+def test_parameter_names_shapes_and_init_like_pytorch():
+    nn.seed(0)
+    conv = nn.Conv2d(3, 8, (3, 5), groups=1)
+    assert [n for n, _ in conv.named_parameters()] == ["weight", "bias"]
+    assert conv.weight.shape == (8, 3, 3, 5) and conv.weight.dtype == np.float32
+    bound = 1 / math.sqrt(3 * 3 * 5)
+    assert np.abs(conv.weight).max() <= bound and np.abs(conv.weight).max() > 0.8 * bound
+    t = nn.ConvTranspose2d(4, 6, 3, groups=2)
+    assert t.weight.shape == (4, 3, 3, 3)
+    assert np.abs(t.weight).max() <= 1 / math.sqrt(3 * 9)
+    lin = nn.Linear(10, 3, bias=False)
+    assert lin.bias is None and [n for n, _ in lin.named_parameters()] == ["weight"]
+    bn = nn.BatchNorm2d(4)
+    assert list(bn.state_dict()) == ["weight", "bias", "running_mean", "running_var",
+                                     "num_batches_tracked"]
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Linear(2, 2))
+    assert [n for n, _ in net.named_parameters()] == ["0.weight", "0.bias", "2.weight",
+                                                      "2.bias"]
+    nn.seed(5)
+    a = nn.Conv2d(2, 2, 3).weight.copy()
+    nn.seed(5)
+    assert np.array_equal(nn.Conv2d(2, 2, 3).weight, a)
+
+
+def test_save_load_round_trip_exactly(tmp_path):
+    nn.seed(0)
+    net = net2d()
+    net(np.random.default_rng(0).standard_normal((2, 2, 8, 8)))  # move BN statistics
+    path = tmp_path / "model.npz"
+    net.save(path)
+    nn.seed(99)
+    other = net2d().load(path)
+    for (k, a), (k2, b) in zip(net.state_dict().items(), other.state_dict().items()):
+        assert k == k2 and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + os.environ.get("CYCONV_EVIL", "/tmp/cyconv_evil"),))
+
+
+def test_loading_a_pickle_raises_and_executes_nothing(tmp_path, monkeypatch):
+    flag = tmp_path / "executed"
+    monkeypatch.setenv("CYCONV_EVIL", str(flag))
+    path = tmp_path / "evil.npz"
+    np.savez(path, **{"0.weight": np.array([_Evil()], dtype=object)})
+    with pytest.raises(ValueError, match="refusing to load pickled objects"):
+        nn.Sequential(nn.Conv2d(1, 1, 1)).load(path)
+    assert not flag.exists()
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a cyconv model file"):
+        nn.Sequential(nn.Conv2d(1, 1, 1)).load(tmp_path / "junk.npz")
+
+
+def test_load_state_dict_errors():
+    net = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(KeyError, match="missing keys"):
+        net.load_state_dict({"0.weight": np.zeros((2, 3))})
+    with pytest.raises(ValueError, match=r"0.weight has shape \(3, 2\)"):
+        net.load_state_dict({"0.weight": np.zeros((3, 2)), "0.bias": np.zeros(2)})
+
+
+def test_losses_match_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    s = rng.standard_normal((6, 5)) * 3
+    y = rng.integers(0, 5, 6)
+    ce = nn.SoftmaxCrossEntropy()
+    st = torch.tensor(s, requires_grad=True)
+    lt = torch.nn.functional.cross_entropy(st, torch.tensor(y))
+    lt.backward()
+    assert abs(ce.forward(s, y) - lt.item()) < 1e-12
+    assert_close(ce.backward(), st.grad.numpy(), np.float64)
+    hinge = nn.MulticlassHinge()
+    st = torch.tensor(s, requires_grad=True)
+    lt = torch.nn.functional.multi_margin_loss(st, torch.tensor(y)) * 5  # torch divides by C
+    lt.backward()
+    assert abs(hinge.forward(s, y) - lt.item()) < 1e-12
+    assert_close(hinge.backward(), st.grad.numpy(), np.float64)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        ce.forward(s, np.full(6, 5))
+
+
+def test_svm_loss_worked_example():
+    scores = np.array([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]])
+    loss = nn.MulticlassHinge().forward(scores, np.array([0, 1, 2]))
+    assert abs(loss - (2.9 + 0 + 12.9) / 3) < 1e-12
+
+
+OPTIMIZERS = {
+    "sgd": ("SGD", dict(lr=0.1)),
+    "sgd_momentum_decay": ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
+    "sgd_nesterov": ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True)),
+    "adam": ("Adam", dict(lr=0.01)),
+    "adam_decay_betas": ("Adam", dict(lr=0.01, weight_decay=0.1, betas=(0.8, 0.9))),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizers_match_pytorch(name):
+    torch = pytest.importorskip("torch")
+    cls, kwargs = OPTIMIZERS[name]
+    rng = np.random.default_rng(5)
+    w0 = rng.standard_normal((3, 4))
+    p = nn.Parameter(w0)
+    tp = torch.tensor(w0, requires_grad=True)
+    ours = getattr(nn, cls)([p], **kwargs)
+    theirs = getattr(torch.optim, cls)([tp], **kwargs)
+    for step in range(4):
+        g = rng.standard_normal((3, 4))
+        ours.zero_grad()
+        p.grad += g
+        ours.step()
+        theirs.zero_grad()
+        tp.grad = torch.tensor(g)
+        theirs.step()
+        assert_close(np.asarray(p), tp.detach().numpy(), np.float64, f"step {step}")
+
+
+def test_summary_alexnet_first_layer():
+    text = nn.Sequential(nn.Conv2d(3, 96, 11, stride=4)).summary((3, 227, 227))
+    assert "55x55x96" in text and "34,944" in text and "not fit" not in text
+    text = nn.Sequential(nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(), nn.MaxPool2d(3, 2)) \
+        .summary((3, 224, 224))
+    assert "54x54x96" in text and "* input does not fit" in text
+    assert "11 (jump 4)" in text and "19 (jump 8)" in text
+
+
+def test_layer_errors():
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        nn.ReLU().backward(np.ones(3))
+    with pytest.raises(ValueError, match="Linear: input has 5 features, expected 4"):
+        nn.Linear(4, 2)(np.ones((2, 5), np.float32))
+    with pytest.raises(TypeError, match="layer 1 is int"):
+        nn.Sequential(nn.ReLU(), 3)
+    with pytest.raises(ValueError, match="strict=True"):
+        nn.Conv2d(1, 1, 3, stride=2, strict=True)(np.ones((1, 1, 10, 10), np.float32))
+
+
+def test_digits_example_short():
+    pytest.importorskip("sklearn")
+    from cyconv.examples import digits
+
+    model, acc, _ = digits.train(epochs=4, seed=0, log=lambda *a: None)
+    assert acc >= 0.90, acc
