@@ -186,6 +186,18 @@ def test_loading_a_pickle_raises_and_executes_nothing(tmp_path, monkeypatch):
         nn.Sequential(nn.Conv2d(1, 1, 1)).load(tmp_path / "junk.npz")
 
 
+def test_parameters_survive_pickling_for_worker_processes():
+    import pickle
+
+    nn.seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2))
+    net[0].weight.grad += 1
+    copy = pickle.loads(pickle.dumps(net))
+    x = np.ones((1, 1, 3, 3), np.float32)
+    assert np.array_equal(copy(x), net(x))
+    assert isinstance(copy[0].weight, nn.Parameter) and not copy[0].weight.grad.any()
+
+
 def test_load_state_dict_errors():
     net = nn.Sequential(nn.Linear(3, 2))
     with pytest.raises(KeyError, match="missing keys"):

@@ -47,7 +47,9 @@ class Parameter(np.ndarray):
         return arr[()] if return_scalar else arr
 
     def __reduce__(self):
-        raise TypeError("Parameter does not pickle; use Module.save / state_dict()")
+        # pickles (for multiprocessing and the like) as a fresh Parameter;
+        # Module.save never pickles
+        return (Parameter, (np.asarray(self),))
 
 
 class Module:
