@@ -4,7 +4,6 @@ Everything the public ops need to know about their arguments is computed
 here, once; no other module re-derives an output size.  Every ValueError and
 TypeError about an argument is raised from this module.
 """
-import math
 import operator
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -355,10 +354,6 @@ def _check_mode_padding(op, mode, spatial, pads):
 
 def ceil_div(a, b):
     return -(-a // b)
-
-
-def prod(values):
-    return math.prod(values)
 
 
 # --------------------------------------------------------------------------

@@ -7,11 +7,6 @@ def have_openmp():
     return bool(CYCONV_HAVE_OPENMP)
 
 
-def omp_max_threads():
-    """OpenMP's own default team size (1 in a serial build)."""
-    return cyconv_omp_max_threads()
-
-
 def team_size(int num_threads):
     """Size of the team an OpenMP region asked for ``num_threads`` really gets."""
     cdef int n = 1

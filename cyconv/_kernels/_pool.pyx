@@ -26,6 +26,31 @@ cdef enum:
     CBLOCK = 16     # channels per work item in channels-last scatters
 
 
+cdef struct Windows:
+    # per-dim window tables (see the module docstring), d/h/w suffixed
+    const Py_ssize_t* fd
+    const Py_ssize_t* fh
+    const Py_ssize_t* fw
+    const Py_ssize_t* nd
+    const Py_ssize_t* nh
+    const Py_ssize_t* nw
+    const Py_ssize_t* vd
+    const Py_ssize_t* vh
+    const Py_ssize_t* vw
+    Py_ssize_t sd, sh, sw
+
+
+cdef inline Windows _windows(const Py_ssize_t[:, ::1] first, const Py_ssize_t[:, ::1] count,
+                             const Py_ssize_t[:, ::1] divc,
+                             const Py_ssize_t[::1] step) noexcept:
+    cdef Windows t
+    t.fd = &first[0, 0]; t.fh = &first[1, 0]; t.fw = &first[2, 0]
+    t.nd = &count[0, 0]; t.nh = &count[1, 0]; t.nw = &count[2, 0]
+    t.vd = &divc[0, 0]; t.vh = &divc[1, 0]; t.vw = &divc[2, 0]
+    t.sd = step[0]; t.sh = step[1]; t.sw = step[2]
+    return t
+
+
 cdef inline floating _lp_term(floating v, double p) noexcept nogil:
     if p == 1.0:
         return v
@@ -169,18 +194,9 @@ def pool_forward(const floating[:, :, :, :, ::1] x,     # in
     cdef Py_ssize_t Do = y.shape[1] if channels_last else y.shape[2]
     cdef Py_ssize_t Ho = y.shape[2] if channels_last else y.shape[3]
     cdef Py_ssize_t Wo = y.shape[3] if channels_last else y.shape[4]
-    cdef Py_ssize_t sd = step[0], sh = step[1], sw = step[2]
+    cdef Windows t = _windows(first, count, divc, step)
     cdef Py_ssize_t rk = wrun[0], rs = wrun[1], rdl = wrun[2], rp = wrun[3]
     cdef Py_ssize_t rlo = wrun[4], rhi = wrun[5]
-    cdef const Py_ssize_t* fd = &first[0, 0]
-    cdef const Py_ssize_t* fh = &first[1, 0]
-    cdef const Py_ssize_t* fw = &first[2, 0]
-    cdef const Py_ssize_t* nd = &count[0, 0]
-    cdef const Py_ssize_t* nh = &count[1, 0]
-    cdef const Py_ssize_t* nw = &count[2, 0]
-    cdef const Py_ssize_t* vd = &divc[0, 0]
-    cdef const Py_ssize_t* vh = &divc[1, 0]
-    cdef const Py_ssize_t* vw = &divc[2, 0]
     cdef const floating* xb
     cdef floating* yb
     cdef int64_t* ib = NULL
@@ -211,20 +227,20 @@ def pool_forward(const floating[:, :, :, :, ::1] x,     # in
             src = xb + plane * D * H * W
             dst = yb + item * Wo
             idst = ib + item * Wo if want_idx else NULL
-            _row_init(dst, idst, Wo, op, (fd[od] * H + fh[oh]) * W, fw)
-            for a in range(nd[od]):
-                dd = fd[od] + a * sd
-                for b in range(nh[oh]):
-                    hh = fh[oh] + b * sh
+            _row_init(dst, idst, Wo, op, (t.fd[od] * H + t.fh[oh]) * W, t.fw)
+            for a in range(t.nd[od]):
+                dd = t.fd[od] + a * t.sd
+                for b in range(t.nh[oh]):
+                    hh = t.fh[oh] + b * t.sh
                     pos = (dd * H + hh) * W
                     for e in range(rk):
                         _run(src + pos, dst, idst, rlo, rhi, rs, e * rdl - rp, pos, op,
                              norm)
                     for ow in range(rlo):
-                        _taps(src + pos, dst, idst, ow, fw[ow], nw[ow], sw, pos, op, norm)
+                        _taps(src + pos, dst, idst, ow, t.fw[ow], t.nw[ow], t.sw, pos, op, norm)
                     for ow in range(rhi, Wo):
-                        _taps(src + pos, dst, idst, ow, fw[ow], nw[ow], sw, pos, op, norm)
-            _row_finish(dst, Wo, op, norm, divisor, vd[od] * vh[oh], vw)
+                        _taps(src + pos, dst, idst, ow, t.fw[ow], t.nw[ow], t.sw, pos, op, norm)
+            _row_finish(dst, Wo, op, norm, divisor, t.vd[od] * t.vh[oh], t.vw)
     else:
         # one item per output pixel, all channels at once (vectorised over C)
         nitems = N * Do * Ho * Wo
@@ -240,15 +256,15 @@ def pool_forward(const floating[:, :, :, :, ::1] x,     # in
             for c in range(C):
                 dst[c] = -INFINITY if op == OP_MAX else 0
             if want_idx:
-                mi = (fd[od] * H + fh[oh]) * W + fw[ow]
+                mi = (t.fd[od] * H + t.fh[oh]) * W + t.fw[ow]
                 for c in range(C):
                     idst[c] = mi
-            for a in range(nd[od]):
-                dd = fd[od] + a * sd
-                for b in range(nh[oh]):
-                    hh = fh[oh] + b * sh
-                    for e in range(nw[ow]):
-                        ww = fw[ow] + e * sw
+            for a in range(t.nd[od]):
+                dd = t.fd[od] + a * t.sd
+                for b in range(t.nh[oh]):
+                    hh = t.fh[oh] + b * t.sh
+                    for e in range(t.nw[ow]):
+                        ww = t.fw[ow] + e * t.sw
                         pos = (dd * H + hh) * W + ww
                         _pixel_tap(xb + (n * D * H * W + pos) * C, dst, idst, C, pos, op,
                                    norm)
@@ -256,7 +272,7 @@ def pool_forward(const floating[:, :, :, :, ::1] x,     # in
                 if divisor != 0:
                     inv = <floating> (1.0 / divisor)
                 else:
-                    inv = 1 / <floating> (vd[od] * vh[oh] * vw[ow])
+                    inv = 1 / <floating> (t.vd[od] * t.vh[oh] * t.vw[ow])
                 for c in range(C):
                     dst[c] = dst[c] * inv
             elif op == OP_LP:
@@ -319,16 +335,7 @@ def avg_pool_backward(const floating[:, :, :, :, ::1] gy,   # in
     cdef Py_ssize_t Do = gy.shape[1] if channels_last else gy.shape[2]
     cdef Py_ssize_t Ho = gy.shape[2] if channels_last else gy.shape[3]
     cdef Py_ssize_t Wo = gy.shape[3] if channels_last else gy.shape[4]
-    cdef Py_ssize_t sd = step[0], sh = step[1], sw = step[2]
-    cdef const Py_ssize_t* fd = &first[0, 0]
-    cdef const Py_ssize_t* fh = &first[1, 0]
-    cdef const Py_ssize_t* fw = &first[2, 0]
-    cdef const Py_ssize_t* nd = &count[0, 0]
-    cdef const Py_ssize_t* nh = &count[1, 0]
-    cdef const Py_ssize_t* nw = &count[2, 0]
-    cdef const Py_ssize_t* vd = &divc[0, 0]
-    cdef const Py_ssize_t* vh = &divc[1, 0]
-    cdef const Py_ssize_t* vw = &divc[2, 0]
+    cdef Windows t = _windows(first, count, divc, step)
     cdef Py_ssize_t ncb = (C + CBLOCK - 1) // CBLOCK
     cdef Py_ssize_t item, od, oh, ow, a, b, e, c, c0, c1, n, o, pos
     cdef const floating* g
@@ -347,13 +354,13 @@ def avg_pool_backward(const floating[:, :, :, :, ::1] gy,   # in
                         if divisor != 0:
                             f = <floating> (g[o] / divisor)
                         else:
-                            f = g[o] / <floating> (vd[od] * vh[oh] * vw[ow])
+                            f = g[o] / <floating> (t.vd[od] * t.vh[oh] * t.vw[ow])
                         o = o + 1
-                        for a in range(nd[od]):
-                            for b in range(nh[oh]):
-                                pos = ((fd[od] + a * sd) * H + fh[oh] + b * sh) * W + fw[ow]
-                                for e in range(nw[ow]):
-                                    out[pos + e * sw] += f
+                        for a in range(t.nd[od]):
+                            for b in range(t.nh[oh]):
+                                pos = ((t.fd[od] + a * t.sd) * H + t.fh[oh] + b * t.sh) * W + t.fw[ow]
+                                for e in range(t.nw[ow]):
+                                    out[pos + e * t.sw] += f
     else:
         for item in prange(N * ncb, nogil=True, schedule="static", num_threads=num_threads):
             n = item // ncb
@@ -368,12 +375,12 @@ def avg_pool_backward(const floating[:, :, :, :, ::1] gy,   # in
                         if divisor != 0:
                             f = <floating> (1.0 / divisor)
                         else:
-                            f = 1 / <floating> (vd[od] * vh[oh] * vw[ow])
-                        for a in range(nd[od]):
-                            for b in range(nh[oh]):
-                                for e in range(nw[ow]):
-                                    pos = (((fd[od] + a * sd) * H + fh[oh] + b * sh) * W
-                                           + fw[ow] + e * sw) * C
+                            f = 1 / <floating> (t.vd[od] * t.vh[oh] * t.vw[ow])
+                        for a in range(t.nd[od]):
+                            for b in range(t.nh[oh]):
+                                for e in range(t.nw[ow]):
+                                    pos = (((t.fd[od] + a * t.sd) * H + t.fh[oh] + b * t.sh) * W
+                                           + t.fw[ow] + e * t.sw) * C
                                     for c in range(c0, c1):
                                         out[pos + c] += g[o * C + c] * f
                         o = o + 1

@@ -208,19 +208,23 @@ def _pool_torch(s, threads, channels_last=False):
     return {"forward": forward}
 
 
-def pool_peers_for(names=None):
-    """Pooling peers: cyconv and numpy always, PyTorch when importable."""
-    peers = {"cyconv": _pool_cyconv, "numpy": _pool_numpy}
+def _with_torch(peers, torch_peer, names):
+    """Add PyTorch (NCHW and channels_last) when importable; keep ``names``."""
     try:
         import torch  # noqa: F401
 
-        peers["torch"] = _pool_torch
-        peers["torch_cl"] = lambda s, t: _pool_torch(s, t, channels_last=True)
+        peers["torch"] = torch_peer
+        peers["torch_cl"] = lambda s, t: torch_peer(s, t, channels_last=True)
     except ImportError:
         pass
     if names:
         peers = {k: v for k, v in peers.items() if k in names}
     return peers
+
+
+def pool_peers_for(names=None):
+    """Pooling peers: cyconv and numpy always, PyTorch when importable."""
+    return _with_torch({"cyconv": _pool_cyconv, "numpy": _pool_numpy}, _pool_torch, names)
 
 
 def filter_flops(s, _pass="forward"):
@@ -262,18 +266,8 @@ def filter_peers_for(names=None):
 
 
 def peers_for(names=None):
-    """The peers to run: cyconv and numpy always, PyTorch when importable."""
-    peers = {"cyconv": _cyconv, "numpy": _numpy}
-    try:
-        import torch  # noqa: F401
-
-        peers["torch"] = _torch
-        peers["torch_cl"] = lambda s, t: _torch(s, t, channels_last=True)
-    except ImportError:
-        pass
-    if names:
-        peers = {k: v for k, v in peers.items() if k in names}
-    return peers
+    """Convolution peers: cyconv and numpy always, PyTorch when importable."""
+    return _with_torch({"cyconv": _cyconv, "numpy": _numpy}, _torch, names)
 
 
 # --------------------------------------------------------------------------

@@ -30,6 +30,18 @@ def _need_forward(layer):
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
 
 
+def _param_backward(layer, fn, grad, **kwargs):
+    """Shared by the weighted layers: gradients from ``fn`` (a public
+    ``*_backward`` op), accumulated into weight.grad and bias.grad."""
+    _need_forward(layer)
+    needs = ("input", "weight") + (("bias",) if layer.bias is not None else ())
+    g = fn(grad, layer._x, layer.weight, needs=needs, **kwargs)
+    layer.weight.grad += g.weight
+    if layer.bias is not None:
+        layer.bias.grad += g.bias
+    return g.input
+
+
 def _spatial_out(shape, nd, channels_last, fn):
     """Apply fn(spatial) -> spatial to a per-sample shape, keeping channels."""
     if channels_last:
@@ -75,14 +87,8 @@ class _ConvNd(Module):
                                                    strict=self.strict, **self._kw())
 
     def backward(self, grad):
-        _need_forward(self)
-        needs = ("input", "weight") + (("bias",) if self.bias is not None else ())
-        g = getattr(cyconv, f"conv{self.nd}d_backward")(grad, self._x, self.weight,
-                                                         needs=needs, **self._kw())
-        self.weight.grad += g.weight
-        if self.bias is not None:
-            self.bias.grad += g.bias
-        return g.input
+        return _param_backward(self, getattr(cyconv, f"conv{self.nd}d_backward"), grad,
+                               **self._kw())
 
     def output_shape(self, shape):
         def out(spatial):
@@ -155,14 +161,8 @@ class _ConvTransposeNd(Module):
                                                              **self._kw())
 
     def backward(self, grad):
-        _need_forward(self)
-        needs = ("input", "weight") + (("bias",) if self.bias is not None else ())
-        g = getattr(cyconv, f"conv_transpose{self.nd}d_backward")(
-            grad, self._x, self.weight, needs=needs, **self._kw())
-        self.weight.grad += g.weight
-        if self.bias is not None:
-            self.bias.grad += g.bias
-        return g.input
+        return _param_backward(self, getattr(cyconv, f"conv_transpose{self.nd}d_backward"),
+                               grad, **self._kw())
 
     def output_shape(self, shape):
         def out(spatial):
@@ -228,14 +228,8 @@ class LocallyConnected2d(Module):
         return cyconv.locally_connected2d(x, self.weight, self.bias, **self._kw())
 
     def backward(self, grad):
-        _need_forward(self)
-        needs = ("input", "weight") + (("bias",) if self.bias is not None else ())
-        g = cyconv.locally_connected2d_backward(grad, self._x, self.weight, needs=needs,
-                                                **self._kw())
-        self.weight.grad += g.weight
-        if self.bias is not None:
-            self.bias.grad += g.bias
-        return g.input
+        return _param_backward(self, cyconv.locally_connected2d_backward, grad,
+                               **self._kw())
 
     def output_shape(self, shape):
         out = self.weight.shape[:2]
