@@ -321,21 +321,27 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] x,   # in
 # Backward: input gradient (also the forward pass of transposed convolution)
 # --------------------------------------------------------------------------
 
-cdef void _input_grad_tile(const floating* gy_tile, Py_ssize_t ld_gy,
-                           const floating* w_g, Py_ssize_t Kg, Py_ssize_t K,
-                           floating* gx_plane, const Geom* g,
-                           Py_ssize_t l0, Py_ssize_t l1, floating* buf,
+cdef void _input_grad_tile(const floating* gyb, const floating* wb, floating* gxb,
+                           const Geom* g, Py_ssize_t n, Py_ssize_t grp, Py_ssize_t t,
+                           Py_ssize_t tile, Py_ssize_t C_out, Py_ssize_t K,
+                           Py_ssize_t groups, floating* buf,
                            bint channels_last) noexcept nogil:
+    """Tile t of sample n, group grp: dcol = W_g^T dY, scattered into gx."""
+    cdef Py_ssize_t L = g.Do * g.Ho * g.Wo, Kg = C_out // groups
+    cdef Py_ssize_t l0 = t * tile
+    cdef Py_ssize_t l1 = min(L, l0 + tile)
     cdef Py_ssize_t lt = l1 - l0
+    cdef const floating* w_g = wb + grp * Kg * K
     if channels_last:
         # dcol (lt x K) = dY (lt x Kg) @ W_g (Kg x K)
-        gemm(False, False, <int> lt, <int> K, <int> Kg, 1, gy_tile, <int> ld_gy,
-             w_g, <int> K, 0, buf, <int> K)
+        gemm(False, False, <int> lt, <int> K, <int> Kg, 1,
+             gyb + (n * L + l0) * C_out + grp * Kg, <int> C_out, w_g, <int> K, 0, buf,
+             <int> K)
     else:
         # dcol (K x lt) = W_g^T (K x Kg) @ dY (Kg x lt)
         gemm(True, False, <int> K, <int> lt, <int> Kg, 1, w_g, <int> K,
-             gy_tile, <int> ld_gy, 0, buf, <int> lt)
-    _from_col(gx_plane, g, l0, l1, buf, channels_last)
+             gyb + (n * C_out + grp * Kg) * L + l0, <int> L, 0, buf, <int> lt)
+    _from_col(_plane(gxb, n, grp * g.C, g, channels_last), g, l0, l1, buf, channels_last)
 
 
 def conv_backward_input(const floating[:, :, ::1] gy,        # in, layout of y
@@ -357,18 +363,21 @@ def conv_backward_input(const floating[:, :, ::1] gy,        # in, layout of y
     cdef Geom g = _geom(gx.shape, channels_last, groups, geo)
     cdef Py_ssize_t N = gx.shape[0]
     cdef Py_ssize_t C_out = w.shape[0], K = w.shape[1]
-    cdef Py_ssize_t Cg = g.C, Kg = C_out // groups
     cdef Py_ssize_t L = g.Do * g.Ho * g.Wo
     cdef Py_ssize_t ntiles = (L + tile - 1) // tile
     cdef Py_ssize_t rows = tile // g.Wo
     cdef bint banded = (g.Do == 1 and ntiles > 1 and tile % g.Wo == 0
                         and (rows + 1) * g.sh > (g.kh - 1) * g.dh)
-    cdef Py_ssize_t phase, nb, item, n, grp, t, l0, l1
-    cdef Py_ssize_t ld_gy = C_out if channels_last else L
+    cdef Py_ssize_t phase, nb, item, n, grp, t
     cdef floating* buf = NULL
-    cdef const floating* gyp
+    cdef const floating* gyb
+    cdef const floating* wb
+    cdef floating* gxb
     if N == 0:
         return
+    gyb = &gy[0, 0, 0]
+    wb = &w[0, 0]
+    gxb = &gx[0, 0, 0, 0, 0]
     if banded:
         for phase in range(2):
             nb = (ntiles - phase + 1) // 2
@@ -378,13 +387,8 @@ def conv_backward_input(const floating[:, :, ::1] gy,        # in, layout of y
                     n = item // (groups * nb)
                     grp = (item // nb) % groups
                     t = 2 * (item % nb) + phase
-                    l0 = t * tile
-                    l1 = min(L, l0 + tile)
-                    gyp = &gy[n, l0, grp * Kg] if channels_last else &gy[n, grp * Kg, l0]
-                    _input_grad_tile(gyp, ld_gy, &w[grp * Kg, 0], Kg, K,
-                                     _plane(&gx[0, 0, 0, 0, 0], n, grp * Cg, &g,
-                                            channels_last),
-                                     &g, l0, l1, buf, channels_last)
+                    _input_grad_tile(gyb, wb, gxb, &g, n, grp, t, tile, C_out, K, groups,
+                                     buf, channels_last)
     else:
         with nogil, parallel(num_threads=num_threads):
             buf = &ws[cyconv_thread_num(), 0]
@@ -392,13 +396,8 @@ def conv_backward_input(const floating[:, :, ::1] gy,        # in, layout of y
                 n = item // groups
                 grp = item % groups
                 for t in range(ntiles):
-                    l0 = t * tile
-                    l1 = min(L, l0 + tile)
-                    gyp = &gy[n, l0, grp * Kg] if channels_last else &gy[n, grp * Kg, l0]
-                    _input_grad_tile(gyp, ld_gy, &w[grp * Kg, 0], Kg, K,
-                                     _plane(&gx[0, 0, 0, 0, 0], n, grp * Cg, &g,
-                                            channels_last),
-                                     &g, l0, l1, buf, channels_last)
+                    _input_grad_tile(gyb, wb, gxb, &g, n, grp, t, tile, C_out, K, groups,
+                                     buf, channels_last)
 
 
 # --------------------------------------------------------------------------
