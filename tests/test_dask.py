@@ -166,3 +166,16 @@ def test_under_a_local_cluster(cluster_client):
     slots = sum(cluster_client.nthreads().values())
     cpus = len(__import__("os").sched_getaffinity(0))
     assert per_task >= 1 and per_task * slots <= max(cpus, slots)
+
+
+def test_big_image_example_small(tmp_path):
+    from cyconv.examples import big_image
+
+    res = big_image.run(size=700, k=7, band=64, folder=str(tmp_path), progress=False,
+                        log=lambda *a: None)
+    assert res["max_abs_diff"] <= 1e-6
+    out = np.load(tmp_path / "filtered.npy", mmap_mode="r")
+    img = np.load(tmp_path / "image.npy")
+    assert_close(np.asarray(out[:50, -50:]),
+                 cyconv.signal.correlate2d(img, big_image._kernel(7), "same", "symm")
+                 [:50, -50:], np.float32)
