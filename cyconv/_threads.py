@@ -13,7 +13,8 @@ __all__ = ["get_num_threads", "set_num_threads", "num_threads"]
 
 _local = threading.local()
 _lock = threading.Lock()
-_state = {"default": None, "source": None}
+_state = {"default": None, "source": None, "parallel_used": False,
+          "forked_after_parallel": False}
 
 
 def _positive_int(name, value):
@@ -64,7 +65,10 @@ def get_num_threads():
         The innermost active ``num_threads`` context of this thread, else
         the process default set by :func:`set_num_threads`, else
         ``CYCONV_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the number of
-        CPUs this process may run on.
+        CPUs this process may run on.  Always 1 in a process forked (``fork``
+        start method) after its parent ran a parallel kernel: GNU libgomp's
+        thread pool does not survive a fork, and a team of more than one
+        thread would wait for it forever.
 
     Examples
     --------
@@ -73,12 +77,27 @@ def get_num_threads():
     ...     cyconv.get_num_threads()
     1
     """
+    if _state["forked_after_parallel"]:
+        return 1
     stack = getattr(_local, "stack", None)
     if stack:
-        return stack[-1]
-    if _state["default"] is None:
-        _state["default"], _state["source"] = default_num_threads()
-    return _state["default"]
+        n = stack[-1]
+    else:
+        if _state["default"] is None:
+            _state["default"], _state["source"] = default_num_threads()
+        n = _state["default"]
+    if n > 1:
+        _state["parallel_used"] = True  # the ops call this right before a kernel
+    return n
+
+
+def _after_fork_in_child():
+    if _state["parallel_used"]:
+        _state["forked_after_parallel"] = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n):
