@@ -28,6 +28,8 @@ CASES = {
     "same_s2_s3": (1, 2, 11, 10, 2, (5, 4), (2, 3), "same", 1, 1, "zeros"),
     "valid": (2, 2, 6, 7, 3, (3, 3), 1, "valid", 1, 1, "zeros"),
     "pointwise_1x1": (2, 5, 4, 5, 3, (1, 1), 1, 0, 1, 1, "zeros"),
+    "pointwise_groups": (2, 6, 5, 4, 4, (1, 1), 1, 0, 1, 2, "zeros"),
+    "pointwise_strided": (2, 4, 7, 6, 3, (1, 1), 2, 0, 1, 1, "zeros"),
     "kernel_equals_input": (2, 3, 5, 4, 2, (5, 4), 1, 0, 1, 1, "zeros"),
     "big_padding": (1, 2, 3, 4, 2, (2, 2), 2, 4, 1, 1, "zeros"),
     "reflect": (2, 2, 6, 7, 3, (3, 3), 1, 2, 1, 1, "reflect"),

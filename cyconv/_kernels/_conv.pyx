@@ -33,6 +33,7 @@ cdef struct Geom:
     Py_ssize_t cstride       # channels last: distance between pixels (all channels)
     Py_ssize_t kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw
     Py_ssize_t Do, Ho, Wo
+    bint direct              # pointwise: the input is its own column matrix
 
 
 cdef inline Geom _geom(Py_ssize_t* shape, bint channels_last, Py_ssize_t groups,
@@ -51,6 +52,9 @@ cdef inline Geom _geom(Py_ssize_t* shape, bint channels_last, Py_ssize_t groups,
     g.pd = geo[6]; g.ph = geo[7]; g.pw = geo[8]
     g.dd = geo[9]; g.dh = geo[10]; g.dw = geo[11]
     g.Do = geo[12]; g.Ho = geo[13]; g.Wo = geo[14]
+    g.direct = (g.kd == 1 and g.kh == 1 and g.kw == 1 and g.sd == 1 and g.sh == 1
+                and g.sw == 1 and g.pd == 0 and g.ph == 0 and g.pw == 0
+                and g.Do == g.D and g.Ho == g.H and g.Wo == g.W)
     return g
 
 
@@ -185,6 +189,28 @@ cdef inline void _from_col(floating* x, const Geom* g, Py_ssize_t l0, Py_ssize_t
         _transfer_cf(x, g, l0, l1, col, False)
 
 
+cdef inline const floating* _columns(const floating* xb, const Geom* g, Py_ssize_t n,
+                                    Py_ssize_t grp, Py_ssize_t l0, Py_ssize_t l1,
+                                    floating* buf, bint channels_last,
+                                    Py_ssize_t* ld) noexcept nogil:
+    """The column matrix of a tile and, in ``ld``, its leading dimension.
+
+    A pointwise convolution (1x1, stride 1, no padding) needs no im2col: its
+    column matrix is the input itself, read in place.  Otherwise the tile is
+    im2col'ed into ``buf``.
+    """
+    cdef Py_ssize_t L = g.Do * g.Ho * g.Wo
+    if g.direct:
+        if channels_last:
+            ld[0] = g.cstride
+            return xb + (n * L + l0) * g.cstride + grp * g.C
+        ld[0] = L
+        return xb + (n * g.cstride + grp * g.C) * L + l0
+    _to_col(_plane(xb, n, grp * g.C, g, channels_last), g, l0, l1, buf, channels_last)
+    ld[0] = g.C * g.kd * g.kh * g.kw if channels_last else l1 - l0
+    return buf
+
+
 cdef inline floating* _plane(const floating* base, Py_ssize_t n, Py_ssize_t c0,
                              const Geom* g, bint channels_last) noexcept nogil:
     """Address of channel c0 at voxel (0, 0, 0) of sample n of a (N, ...) array."""
@@ -213,8 +239,9 @@ def conv_forward(const floating[:, :, :, :, ::1] x,   # in
     cdef Py_ssize_t ntiles = (L + tile - 1) // tile
     cdef Py_ssize_t nitems = N * groups * ntiles
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t item, n, grp, t, l0, l1, lt, k, l
+    cdef Py_ssize_t item, n, grp, t, l0, l1, lt, k, l, ld
     cdef floating* buf = NULL
+    cdef const floating* cols
     cdef floating* yp
     cdef floating b
     if N == 0:
@@ -228,15 +255,14 @@ def conv_forward(const floating[:, :, :, :, ::1] x,   # in
             l0 = t * tile
             l1 = min(L, l0 + tile)
             lt = l1 - l0
-            _to_col(_plane(&x[0, 0, 0, 0, 0], n, grp * Cg, &g, channels_last), &g, l0, l1,
-                    buf, channels_last)
+            cols = _columns(&x[0, 0, 0, 0, 0], &g, n, grp, l0, l1, buf, channels_last, &ld)
             if channels_last:
                 yp = &y[n, l0, grp * Kg]
                 for l in range(lt):
                     for k in range(Kg):
                         yp[l * C_out + k] = bias[grp * Kg + k] if has_bias else 0
                 # Y (lt x Kg) = col (lt x K) @ W_g^T
-                gemm(False, True, <int> lt, <int> Kg, <int> K, 1, buf, <int> K,
+                gemm(False, True, <int> lt, <int> Kg, <int> K, 1, cols, <int> ld,
                      &w[grp * Kg, 0], <int> K, 1, yp, <int> C_out)
             else:
                 yp = &y[n, grp * Kg, l0]
@@ -246,7 +272,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x,   # in
                         yp[k * L + l] = b
                 # Y (Kg x lt) = W_g (Kg x K) @ col (K x lt)
                 gemm(False, False, <int> Kg, <int> lt, <int> K, 1, &w[grp * Kg, 0],
-                     <int> K, buf, <int> lt, 1, yp, <int> L)
+                     <int> K, cols, <int> ld, 1, yp, <int> L)
 
 
 # --------------------------------------------------------------------------
@@ -276,8 +302,9 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] x,   # in
     cdef Py_ssize_t ntiles = (L + tile - 1) // tile
     cdef Py_ssize_t nitems = N * ntiles
     cdef Py_ssize_t P = partial.shape[0] if partial.shape[0] > 1 else 1
-    cdef Py_ssize_t bucket, item, n, grp, t, l0, l1, lt, e, q
+    cdef Py_ssize_t bucket, item, n, grp, t, l0, l1, lt, e, q, ld
     cdef floating* buf = NULL
+    cdef const floating* cols
     cdef floating* dst
     cdef floating s
     if N == 0:
@@ -295,17 +322,17 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] x,   # in
                 l1 = min(L, l0 + tile)
                 lt = l1 - l0
                 for grp in range(groups):
-                    _to_col(_plane(&x[0, 0, 0, 0, 0], n, grp * Cg, &g, channels_last), &g,
-                            l0, l1, buf, channels_last)
+                    cols = _columns(&x[0, 0, 0, 0, 0], &g, n, grp, l0, l1, buf,
+                                    channels_last, &ld)
                     if channels_last:
                         # dW_g (Kg x K) += dY^T (Kg x lt) @ col (lt x K)
                         gemm(True, False, <int> Kg, <int> K, <int> lt, 1,
-                             &gy[n, l0, grp * Kg], <int> C_out, buf, <int> K, 1,
+                             &gy[n, l0, grp * Kg], <int> C_out, cols, <int> ld, 1,
                              dst + grp * Kg * K, <int> K)
                     else:
                         # dW_g (Kg x K) += dY (Kg x lt) @ col^T (lt x K)
                         gemm(False, True, <int> Kg, <int> K, <int> lt, 1,
-                             &gy[n, grp * Kg, l0], <int> L, buf, <int> lt, 1,
+                             &gy[n, grp * Kg, l0], <int> L, cols, <int> ld, 1,
                              dst + grp * Kg * K, <int> K)
     if P > 1:
         dst = &gw[0, 0]
@@ -332,6 +359,16 @@ cdef void _input_grad_tile(const floating* gyb, const floating* wb, floating* gx
     cdef Py_ssize_t l1 = min(L, l0 + tile)
     cdef Py_ssize_t lt = l1 - l0
     cdef const floating* w_g = wb + grp * Kg * K
+    if g.direct:  # pointwise: the gradient's tile is the column matrix itself
+        if channels_last:
+            gemm(False, False, <int> lt, <int> K, <int> Kg, 1,
+                 gyb + (n * L + l0) * C_out + grp * Kg, <int> C_out, w_g, <int> K, 0,
+                 gxb + (n * L + l0) * g.cstride + grp * g.C, <int> g.cstride)
+        else:
+            gemm(True, False, <int> K, <int> lt, <int> Kg, 1, w_g, <int> K,
+                 gyb + (n * C_out + grp * Kg) * L + l0, <int> L, 0,
+                 gxb + (n * g.cstride + grp * g.C) * L + l0, <int> L)
+        return
     if channels_last:
         # dcol (lt x K) = dY (lt x Kg) @ W_g (Kg x K)
         gemm(False, False, <int> lt, <int> K, <int> Kg, 1,
