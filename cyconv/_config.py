@@ -26,7 +26,16 @@ def build_info():
             f"{lib.get('filepath')}" for lib in libs if lib.get("user_api") == "blas"]
     omp = [lib.get("filepath") for lib in libs if lib.get("user_api") == "openmp"]
     n, src = _threads.default_num_threads()
+    from . import _kernels
+
+    features = _kernels.cpu_features()
+    isa = [f for f in ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512_SKX")
+           if features.get(f)]
     return {
+        "kernels": _kernels.VARIANT,
+        "kernels_reason": _kernels.REASON,
+        "kernels_built": _kernels.built(),
+        "cpu_features": isa,
         "version": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -60,5 +69,8 @@ def show_config():
         f"  compile flags:   {info['cflags']}",
         f"  link flags:      {info['ldflags'] or '(none)'}",
         f"  debug checks:    {'on' if info['debug'] else 'off'}",
+        f"  kernels:         {info['kernels']} ({info['kernels_reason']}; "
+        f"built: {', '.join(info['kernels_built'])}; CYCONV_ISA forces one)",
+        f"  CPU features:    {' '.join(info['cpu_features']) or 'baseline only'}",
     ]
     print("\n".join(lines))

@@ -170,7 +170,7 @@ def blas_controllers():
         import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's BLAS)
         from threadpoolctl import ThreadpoolController
 
-        from ._kernels import _conv  # noqa: F401
+        from . import _kernels  # noqa: F401
 
         ctl = ThreadpoolController()
         _blas["controllers"] = [c for c in ctl.lib_controllers

@@ -5,7 +5,7 @@ import numpy as np
 
 from . import _params as P
 from . import _workspace
-from ._kernels import _conv
+from ._kernels import conv as _conv
 from ._threads import blas_single_threaded, get_num_threads
 from .conv import ConvGrads
 

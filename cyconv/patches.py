@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import _params as P
-from ._kernels import _conv
+from ._kernels import conv as _conv
 from ._threads import get_num_threads
 
 __all__ = ["im2col", "col2im"]

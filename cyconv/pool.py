@@ -9,7 +9,7 @@ import operator
 import numpy as np
 
 from . import _params as P
-from ._kernels import _pool
+from ._kernels import pool as _pool
 from ._threads import get_num_threads
 
 _OP_MAX, _OP_AVG, _OP_LP = 0, 1, 2

@@ -9,7 +9,7 @@ import numbers
 import numpy as np
 
 from . import _params as P
-from ._kernels import _signal
+from ._kernels import signal as _signal
 from ._threads import get_num_threads
 
 __all__ = ["convolve2d", "correlate2d"]

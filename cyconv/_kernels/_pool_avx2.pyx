@@ -1,0 +1,3 @@
+# The kernels of _pool_impl.pxi compiled for AVX2 + FMA.
+# setup.py gives each variant its compiler flags; cyconv._kernels picks one at import.
+include "_pool_impl.pxi"

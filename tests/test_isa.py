@@ -1,0 +1,89 @@
+"""Instruction-set variants: each built variant the CPU supports runs and agrees
+with the reference, CYCONV_ISA forces one, and bad or unsupported requests fail
+with a clear error instead of an illegal instruction."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cyconv import _kernels
+
+import reference
+
+RUNNABLE = [v for v in _kernels.built() if _kernels.supported(v)]
+
+
+def _run(code, isa):
+    env = dict(os.environ, CYCONV_ISA=isa)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+PROBE = r"""
+import json, numpy as np, cyconv
+from cyconv import _kernels
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 3, 9, 8))
+w = rng.standard_normal((4, 3, 3, 2))
+y = cyconv.conv2d(x, w, stride=(2, 1), padding=1, dilation=(1, 2))
+p = cyconv.max_pool2d(x, 3, stride=2, padding=1)
+s = cyconv.signal.correlate2d(x[0, 0], w[0, 0], mode="same", boundary="symm")
+print(json.dumps({"variant": _kernels.VARIANT, "conv": y.tolist(), "pool": p.tolist(),
+                  "signal": s.tolist()}))
+"""
+
+
+@pytest.mark.parametrize("isa", RUNNABLE)
+def test_forced_variant_is_used_and_correct(isa):
+    r = _run(PROBE, isa)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["variant"] == isa
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 8))
+    w = rng.standard_normal((4, 3, 3, 2))
+    ref = reference.conv2d(x, w, None, (2, 1), ((1, 1), (1, 1)), (1, 2))
+    np.testing.assert_allclose(np.array(out["conv"]), ref, rtol=1e-12, atol=1e-12)
+    pool, _ = reference.pool(x, "max", (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1))
+    np.testing.assert_array_equal(np.array(out["pool"]), pool)
+    import scipy.signal
+    np.testing.assert_allclose(np.array(out["signal"]),
+                               scipy.signal.correlate2d(x[0, 0], w[0, 0], "same", "symm"),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_auto_picks_the_widest_supported_variant():
+    r = _run("from cyconv import _kernels; print(_kernels.VARIANT)", "auto")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == RUNNABLE[-1]
+
+
+def test_info_names_the_variant():
+    r = _run("import cyconv; cyconv.show_config()", RUNNABLE[0])
+    assert r.returncode == 0, r.stderr
+    assert f"kernels:         {RUNNABLE[0]} (forced by CYCONV_ISA" in r.stdout
+
+
+def test_unknown_variant_is_a_clear_error():
+    r = _run("import cyconv", "avx9000")
+    assert r.returncode != 0
+    assert "CYCONV_ISA='avx9000' is not a kernel variant" in r.stderr
+
+
+def test_unsupported_variant_is_refused_not_executed(monkeypatch):
+    # Pretend the CPU has no AVX at all: forcing avx2 must be refused up front.
+    monkeypatch.setattr(_kernels, "cpu_features", lambda: {"SSE2": True})
+    monkeypatch.setenv("CYCONV_ISA", "avx2")
+    with pytest.raises(RuntimeError, match=r"CYCONV_ISA='avx2': this CPU lacks AVX, AVX2"):
+        _kernels._select()
+    monkeypatch.setenv("CYCONV_ISA", "auto")
+    assert _kernels._select()[0] == "baseline"
+
+
+def test_requirements_are_nested():
+    # A CPU that runs a variant runs every narrower one.
+    for narrow, wide in zip(_kernels.VARIANTS, _kernels.VARIANTS[1:]):
+        assert set(_kernels.REQUIRES[narrow]) <= set(_kernels.REQUIRES[wide])
