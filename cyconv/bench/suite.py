@@ -17,7 +17,8 @@ import cyconv
 from cyconv import _params
 
 __all__ = ["load_shapes", "conv_flops", "pool_bytes", "filter_flops", "peers_for",
-           "pool_peers_for", "filter_peers_for", "run_suite", "machine_info"]
+           "pool_peers_for", "filter_peers_for", "run_suite", "machine_info",
+           "sgemm_ceiling", "workspace_peak", "peak_rss_mib"]
 
 
 def load_shapes():
@@ -54,18 +55,24 @@ def _problem(s, seed=0):
     return geo, x, w, gy
 
 
+def _bias(s):
+    return np.random.default_rng(1).standard_normal(s["C_out"]).astype(np.float32)
+
+
 def _cyconv(s, threads):
     geo, x, w, gy = _problem(s)
+    b = _bias(s)
     kw = dict(stride=s["stride"], padding=s["padding"], dilation=s["dilation"],
               groups=s["groups"])
 
     def forward():
         with cyconv.num_threads(threads):
-            return cyconv.conv2d(x, w, **kw)
+            return cyconv.conv2d(x, w, b, **kw)
 
     def backward():
         with cyconv.num_threads(threads):
-            return cyconv.conv2d_backward(gy, x, w, needs=("input", "weight"), **kw)
+            return cyconv.conv2d_backward(gy, x, w, needs=("input", "weight", "bias"),
+                                          **kw)
 
     return {"forward": forward, "backward": backward}
 
@@ -76,6 +83,7 @@ def _numpy(s, threads):
     from threadpoolctl import threadpool_limits
 
     geo, x, w, gy = _problem(s)
+    b = _bias(s)
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
     (pt, pb), (pl, pr) = geo.pads
     Ho, Wo = geo.out_spatial
@@ -94,7 +102,7 @@ def _numpy(s, threads):
             xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
             y = np.empty((N, geo.C_out, Ho, Wo), np.float32)
             for g, cols in enumerate(cols_of(xp)):
-                yg = cols @ w[g * Kg:(g + 1) * Kg].reshape(Kg, -1).T
+                yg = cols @ w[g * Kg:(g + 1) * Kg].reshape(Kg, -1).T + b[g * Kg:(g + 1) * Kg]
                 y[:, g * Kg:(g + 1) * Kg] = yg.reshape(N, Ho, Wo, Kg).transpose(0, 3, 1, 2)
             return y
 
@@ -114,39 +122,84 @@ def _numpy(s, threads):
                             i * dh:i * dh + (Ho - 1) * sh + 1:sh,
                             j * dw:j * dw + (Wo - 1) * sw + 1:sw] += \
                             dcols[..., i, j].transpose(0, 3, 1, 2)
-            return gxp[:, :, pt:pt + s["H"], pl:pl + s["W"]], gw
+            return gxp[:, :, pt:pt + s["H"], pl:pl + s["W"]], gw, gy.sum(axis=(0, 2, 3))
 
     return {"forward": forward, "backward": backward}
 
 
 def _torch(s, threads, channels_last=False):
+    """PyTorch on the same NCHW float32 input.  With ``channels_last`` the input
+    is converted to channels_last inside the timed call, as a user holding NCHW
+    data must (weights are converted once, ahead).  Backward is autograd:
+    torch.autograd.grad of the output for input, weight and bias."""
     import torch
 
     geo, x, w, gy = _problem(s)
+    F = torch.nn.functional
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    xt = torch.from_numpy(x).contiguous(memory_format=fmt)
+    xt, gyt = torch.from_numpy(x), torch.from_numpy(gy)
     wt = torch.from_numpy(w).contiguous(memory_format=fmt)
-    gyt = torch.from_numpy(gy).contiguous(memory_format=fmt)
+    bt = torch.from_numpy(_bias(s))
     (pt, pb), (pl, pr) = geo.pads
     symmetric = pt == pb and pl == pr
     padding = (pt, pl) if symmetric else (0, 0)
 
-    def prep():
-        torch.set_num_threads(threads)
-        return xt if symmetric else torch.nn.functional.pad(xt, (pl, pr, pt, pb))
+    def run(xin, win, bin_):
+        xin = xin.contiguous(memory_format=fmt)
+        if not symmetric:
+            xin = F.pad(xin, (pl, pr, pt, pb))
+        return F.conv2d(xin, win, bin_, s["stride"], padding, s["dilation"], s["groups"])
 
     def forward():
+        torch.set_num_threads(threads)
         with torch.no_grad():
-            return torch.nn.functional.conv2d(prep(), wt, None, s["stride"], padding,
-                                              s["dilation"], s["groups"])
+            return run(xt, wt, bt)
+
+    torch.set_num_threads(threads)
+    leaves = [t.detach().clone().requires_grad_(True) for t in (xt, wt, bt)]
+    y = run(*leaves)
 
     def backward():
-        with torch.no_grad():
-            return torch.ops.aten.convolution_backward(
-                gyt, prep(), wt, None, [s["stride"]] * 2, list(padding),
-                [s["dilation"]] * 2, False, [0, 0], s["groups"], [True, True, False])
+        torch.set_num_threads(threads)
+        return torch.autograd.grad(y, leaves, gyt, retain_graph=True)
 
     return {"forward": forward, "backward": backward}
+
+
+def _onnx_session(graph_nodes, inputs, outputs, threads, initializers=()):
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    graph = helper.make_graph(graph_nodes, "bench", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    # Idle intra-op workers spin by default, stealing a core from the next peer.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def _onnxruntime(s, threads):
+    """onnxruntime's Conv (CPU execution provider), forward only: plain
+    onnxruntime has no backward."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    geo, x, w, gy = _problem(s)
+    (pt, pb), (pl, pr) = geo.pads
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[s["stride"]] * 2,
+                            pads=[pt, pl, pb, pr], dilations=[s["dilation"]] * 2,
+                            group=s["groups"], kernel_shape=[s["kernel"]] * 2)
+    sess = _onnx_session(
+        [node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(geo.output_shape))],
+        threads, [numpy_helper.from_array(w, "w"), numpy_helper.from_array(_bias(s), "b")])
+    return {"forward": lambda: sess.run(None, {"x": x})[0]}
 
 
 def pool_bytes(s, _pass="forward"):
@@ -196,27 +249,49 @@ def _pool_torch(s, threads, channels_last=False):
     import torch
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.from_numpy(_pool_input(s)).contiguous(memory_format=fmt)
+    x = torch.from_numpy(_pool_input(s))   # NCHW; channels_last converts in the call
     F = torch.nn.functional
     fn = F.max_pool2d if s["op"] == "max" else F.avg_pool2d
 
     def forward():
         torch.set_num_threads(threads)
         with torch.no_grad():
-            return fn(x, s["kernel"], s["stride"], s["padding"])
+            return fn(x.contiguous(memory_format=fmt), s["kernel"], s["stride"],
+                      s["padding"])
 
     return {"forward": forward}
 
 
-def _with_torch(peers, torch_peer, names):
-    """Add PyTorch (NCHW and channels_last) when importable; keep ``names``."""
-    try:
-        import torch  # noqa: F401
+def _pool_onnxruntime(s, threads):
+    from onnx import TensorProto, helper
 
+    x = _pool_input(s)
+    geo = _pool_geometry(s)
+    p = s["padding"]
+    op = "MaxPool" if s["op"] == "max" else "AveragePool"
+    node = helper.make_node(op, ["x"], ["y"], kernel_shape=[s["kernel"]] * 2,
+                            strides=[s["stride"]] * 2, pads=[p] * 4)
+    sess = _onnx_session(
+        [node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(geo.output_shape))],
+        threads)
+    return {"forward": lambda: sess.run(None, {"x": x})[0]}
+
+
+def _importable(*modules):
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def _with_torch(peers, torch_peer, names, ort_peer=None):
+    """Add PyTorch (NCHW and channels_last) and onnxruntime when importable;
+    keep only ``names`` when given."""
+    if _importable("torch"):
         peers["torch"] = torch_peer
         peers["torch_cl"] = lambda s, t: torch_peer(s, t, channels_last=True)
-    except ImportError:
-        pass
+    if ort_peer is not None and _importable("onnxruntime", "onnx"):
+        peers["onnxruntime"] = ort_peer
     if names:
         peers = {k: v for k, v in peers.items() if k in names}
     return peers
@@ -224,7 +299,8 @@ def _with_torch(peers, torch_peer, names):
 
 def pool_peers_for(names=None):
     """Pooling peers: cyconv and numpy always, PyTorch when importable."""
-    return _with_torch({"cyconv": _pool_cyconv, "numpy": _pool_numpy}, _pool_torch, names)
+    return _with_torch({"cyconv": _pool_cyconv, "numpy": _pool_numpy}, _pool_torch, names,
+                       _pool_onnxruntime)
 
 
 def filter_flops(s, _pass="forward"):
@@ -267,7 +343,7 @@ def filter_peers_for(names=None):
 
 def peers_for(names=None):
     """Convolution peers: cyconv and numpy always, PyTorch when importable."""
-    return _with_torch({"cyconv": _cyconv, "numpy": _numpy}, _torch, names)
+    return _with_torch({"cyconv": _cyconv, "numpy": _numpy}, _torch, names, _onnxruntime)
 
 
 # --------------------------------------------------------------------------
@@ -300,7 +376,7 @@ def run_suite(shapes, threads_list, peers, passes=("forward", "backward"), round
                 progress(done, total, f"{s['name']} @ {threads} thread(s)")
             impls = {name: make(s, threads) for name, make in peers.items()}
             for p in passes:
-                fns = {name: impl[p] for name, impl in impls.items()}
+                fns = {name: impl[p] for name, impl in impls.items() if p in impl}
                 for fn in fns.values():  # warm-up: allocations, caches, JIT paths
                     fn()
                 times = {name: [] for name in fns}
@@ -317,8 +393,65 @@ def run_suite(shapes, threads_list, peers, passes=("forward", "backward"), round
                 ms = {name: statistics.median(v) * 1e3 for name, v in times.items()}
                 rows.append({"shape": s["name"], "threads": threads, "pass": p,
                              "work": amount, "unit": unit, "ms": ms,
-                             "rate": {k: amount / (v * 1e6) for k, v in ms.items()}})
+                             "rate": {k: amount / (v * 1e6) for k, v in ms.items()},
+                             "workspace_mib": workspace_peak(fns["cyconv"]) / 2**20})
     return rows
+
+
+def workspace_peak(fn):
+    """Bytes a call allocates beyond what it returns: the peak of Python- and
+    NumPy-traced allocations (tracemalloc) during one call made in a fresh
+    thread, whose scratch buffers start empty, minus the returned arrays."""
+    import threading
+    import tracemalloc
+
+    box = {}
+
+    def target():
+        tracemalloc.start()
+        try:
+            out = fn()
+            box["peak"] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        outs = out if isinstance(out, tuple) else (out,)
+        box["out"] = sum(getattr(o, "nbytes", 0) for o in outs)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    return max(0, box["peak"] - box["out"])
+
+
+def sgemm_ceiling(threads, n=1536, rounds=5):
+    """GFLOP/s of the sgemm cyconv calls (SciPy's BLAS), n x n x n float32, at
+    ``threads`` threads: the ceiling an im2col + GEMM convolution can reach."""
+    from scipy.linalg import blas
+    from threadpoolctl import threadpool_limits
+
+    from cyconv import _threads
+
+    rng = np.random.default_rng(0)
+    a = np.asfortranarray(rng.standard_normal((n, n), np.float32))
+    b = np.asfortranarray(rng.standard_normal((n, n), np.float32))
+    c = np.zeros((n, n), np.float32, order="F")
+    with threadpool_limits(limits=threads, user_api="blas"):
+        _threads.blas_controllers()
+        blas.sgemm(1.0, a, b, c=c, overwrite_c=1)  # warm-up
+        times = [_time_once(lambda: blas.sgemm(1.0, a, b, c=c, overwrite_c=1))
+                 for _ in range(rounds)]
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def peak_rss_mib():
+    """Peak resident memory of this process so far (MiB)."""
+    try:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return kib / 1024 if os.uname().sysname != "Darwin" else kib / 2**20
+    except (ImportError, AttributeError):  # pragma: no cover - Windows
+        return float("nan")
 
 
 def machine_info():
@@ -340,12 +473,11 @@ def machine_info():
     except AttributeError:
         features = []
     versions = {"numpy": np.__version__}
-    try:
-        import torch
+    import importlib
 
-        versions["torch"] = torch.__version__
-    except ImportError:
-        pass
+    for mod in ("scipy", "torch", "onnxruntime"):
+        if _importable(mod):
+            versions[mod] = importlib.import_module(mod).__version__
     return {
         "cpu": cpu,
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -356,5 +488,8 @@ def machine_info():
         # the BLAS cyconv calls (scipy's), not NumPy's
         "blas": sorted(info["blas"], key=lambda b: "numpy" in b)[:1],
         "cflags": info["cflags"],
+        "kernels": info["kernels"],
+        "kernels_reason": info["kernels_reason"],
+        "openmp_runtime": info["openmp_runtime"],
         "versions": versions,
     }
