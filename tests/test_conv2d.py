@@ -19,6 +19,10 @@ CASES = {
     "groups2": (2, 4, 6, 7, 6, (3, 3), 1, 1, 1, 2, "zeros"),
     "depthwise": (2, 4, 6, 6, 4, (3, 3), 1, 1, 1, 4, "zeros"),
     "depthwise_multiplier": (1, 3, 7, 5, 6, (3, 3), 2, 1, 1, 3, "zeros"),
+    # wider than the direct kernel's 64-column chunk: whole and partial chunks
+    "depthwise_wide": (2, 3, 5, 150, 3, (3, 5), 1, ((1, 2), (3, 1)), (1, 2), 3, "zeros"),
+    "depthwise_wide_s2": (1, 2, 4, 140, 4, (2, 3), 2, 1, 1, 2, "zeros"),
+    "depthwise_wide_reflect": (1, 2, 6, 131, 2, (3, 3), 1, 2, 2, 2, "reflect"),
     "asymmetric": (2, 3, 8, 7, 2, (3, 3), 1, ((1, 2), (0, 3)), 1, 1, "zeros"),
     "asymmetric_stride2": (1, 2, 9, 9, 3, (3, 2), 2, ((0, 2), (3, 1)), 1, 1, "zeros"),
     "asymmetric_stride3": (2, 2, 11, 10, 3, (3, 3), 3, ((2, 0), (1, 2)), 1, 1, "zeros"),

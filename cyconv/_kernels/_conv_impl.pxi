@@ -276,6 +276,94 @@ def conv_forward(const floating[:, :, :, :, ::1] x,   # in
 
 
 # --------------------------------------------------------------------------
+# Direct forward: channels first, few taps per output (small C_in / group)
+# --------------------------------------------------------------------------
+
+cdef enum:
+    CHUNK = 64   # output columns accumulated in registers at a time
+
+
+cdef inline void _direct_row(const floating* xn, const floating* wk, floating b,
+                             floating* yr, const Geom* g, Py_ssize_t od,
+                             Py_ssize_t oh) noexcept nogil:
+    """One output row yr[0:Wo] of one output channel: bias plus every tap
+    (c, a, i, j) of the group's input planes xn (C_g, D, H, W), CHUNK columns
+    at a time so the partial sums stay in registers."""
+    cdef floating acc[CHUNK]
+    cdef Py_ssize_t q0, q1, qa, qb, q, c, a, i, j, tap, idd, ih, off
+    cdef Py_ssize_t plane = g.D * g.H * g.W
+    cdef const floating* xr
+    cdef const floating* xr2
+    cdef floating wv
+    q0 = 0
+    while q0 < g.Wo:
+        q1 = min(g.Wo, q0 + CHUNK)
+        for q in range(CHUNK):
+            acc[q] = b
+        tap = 0
+        for c in range(g.C):
+            for a in range(g.kd):
+                idd = od * g.sd - g.pd + a * g.dd
+                if idd < 0 or idd >= g.D:
+                    tap += g.kh * g.kw
+                    continue
+                for i in range(g.kh):
+                    ih = oh * g.sh - g.ph + i * g.dh
+                    if ih < 0 or ih >= g.H:
+                        tap += g.kw
+                        continue
+                    xr = xn + c * plane + (idd * g.H + ih) * g.W
+                    for j in range(g.kw):
+                        wv = wk[tap]
+                        tap += 1
+                        off = j * g.dw - g.pw
+                        # columns q whose input q * sw + off lies inside [0, W)
+                        qa = max(q0, _first_at_least(-off, g.sw))
+                        qb = min(q1, _end_at_most(g.W - 1 - off, g.sw, g.Wo))
+                        if g.sw == 1 and qa == q0 and qb == q0 + CHUNK:
+                            xr2 = xr + q0 + off   # whole chunk inside: fixed trip count
+                            for q in range(CHUNK):
+                                acc[q] += wv * xr2[q]
+                        elif g.sw == 1:
+                            for q in range(qa, qb):
+                                acc[q - q0] += wv * xr[q + off]
+                        else:
+                            for q in range(qa, qb):
+                                acc[q - q0] += wv * xr[q * g.sw + off]
+        for q in range(q1 - q0):
+            yr[q0 + q] = acc[q]
+        q0 += CHUNK
+
+
+def direct_forward(const floating[:, :, :, :, ::1] x,   # in (N, C, D, H, W)
+                   const floating[:, ::1] w,             # in (C_out, C_g * kd * kh * kw)
+                   const floating[::1] bias,             # in (C_out,) or (0,)
+                   floating[:, :, ::1] y,                # out (N, C_out, L)
+                   const Py_ssize_t[::1] geo, Py_ssize_t groups, int num_threads):
+    """Convolution without im2col: one work item per output row.  Pays where
+    a column matrix would be short (few taps per output): depthwise and other
+    thin groups, and first layers with 1 to 4 input channels."""
+    cdef Geom g = _geom(x.shape, False, groups, geo)
+    cdef Py_ssize_t N = x.shape[0], C_out = w.shape[0]
+    cdef Py_ssize_t Kg = C_out // groups
+    cdef Py_ssize_t rows = N * C_out * g.Do * g.Ho
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, k, od, oh, r
+    cdef floating b
+    if rows == 0 or g.Wo == 0:
+        return
+    for item in prange(rows, nogil=True, schedule="static", num_threads=num_threads):
+        r = item % (g.Do * g.Ho)
+        od = r // g.Ho
+        oh = r % g.Ho
+        k = (item // (g.Do * g.Ho)) % C_out
+        n = item // (C_out * g.Do * g.Ho)
+        b = bias[k] if has_bias else 0
+        _direct_row(&x[n, (k // Kg) * g.C, 0, 0, 0], &w[k, 0], b,
+                    &y[n, k, r * g.Wo], &g, od, oh)
+
+
+# --------------------------------------------------------------------------
 # Backward: weight gradient
 # --------------------------------------------------------------------------
 
