@@ -386,9 +386,10 @@ class PoolGeometry:
     def view5(self, arr, spatial):
         """``arr`` as (N, C, D, H, W) or (N, D, H, W, C) with unit dims added."""
         pad = (1,) * (3 - self.nd)
+        n = arr.shape[0]   # a block of samples may be passed
         if self.channels_last:
-            return arr.reshape(self.N, *pad, *spatial, self.C)
-        return arr.reshape(self.N, self.C, *pad, *spatial)
+            return arr.reshape(n, *pad, *spatial, self.C)
+        return arr.reshape(n, self.C, *pad, *spatial)
 
 
 def _shape(N, C, spatial, channels_last):

@@ -48,3 +48,17 @@ def buckets(items, weight_bytes):
     """Number of weight-gradient partial sums: 1 means accumulate in place."""
     p = min(items, MAX_BUCKETS, PARTIAL_BYTES // max(1, weight_bytes))
     return p if p > 1 else 1
+
+
+# Long batches run as a sequence of kernel calls over blocks of samples, each
+# of at most about CHUNK_WORK multiply-adds (or window taps), so that Python
+# gets control between blocks: Ctrl-C (SIGINT) raises KeyboardInterrupt within
+# one block's time instead of after the whole batch.  Blocks depend on the
+# shape only, never on the thread count.
+CHUNK_WORK = 1 << 30
+
+
+def sample_blocks(n, work_per_sample):
+    """(n0, n1) ranges covering range(n), each of about CHUNK_WORK work."""
+    per = max(1, CHUNK_WORK // max(1, int(work_per_sample)))
+    return [(n0, min(n, n0 + per)) for n0 in range(0, n, per)]

@@ -116,7 +116,15 @@ def _uses_direct(geo):
 
 
 def _forward(geo, xk, pads, w2, b, y):
-    """y (output layout) = conv of the kernel input xk, with bias b."""
+    """y (output layout) = conv of the kernel input xk, with bias b, in blocks
+    of samples (see _workspace.sample_blocks)."""
+    L = int(np.prod(geo.out_spatial))
+    for n0, n1 in _workspace.sample_blocks(geo.N, L * geo.C_out * w2.shape[1]):
+        _forward_block(geo, xk[n0:n1], pads, w2, b, y[n0:n1])
+
+
+def _forward_block(geo, xk, pads, w2, b, y):
+    N = xk.shape[0]
     if _uses_direct(geo):
         _conv.direct_forward(P.view5(xk, geo.nd, False), w2, b, _flat(y, geo, geo.C_out),
                              _launch(geo, pads)[0], geo.groups,
@@ -124,7 +132,7 @@ def _forward(geo, xk, pads, w2, b, y):
         return
     L = int(np.prod(geo.out_spatial))
     tile = _workspace.tile_size(w2.shape[1], L, w2.dtype.itemsize)
-    n = min(get_num_threads(), geo.N * geo.groups * -(-L // tile))
+    n = min(get_num_threads(), N * geo.groups * -(-L // tile))
     ws = _workspace.scratch("col", (n, w2.shape[1] * tile), w2.dtype)
     with blas_single_threaded():
         _conv.conv_forward(P.view5(xk, geo.nd, geo.channels_last), w2, b,
@@ -150,16 +158,19 @@ def _backward_weight(geo, xk, pads, gy):
 
 
 def _backward_input(geo, gy, w2, pads, shape):
-    """Gradient of the kernel input (``shape``) from grad_output (N, ., .)."""
+    """Gradient of the kernel input (``shape``) from grad_output (N, ., .), in
+    blocks of samples."""
     L = int(np.prod(geo.out_spatial))
     tile = _workspace.row_aligned(_workspace.tile_size(w2.shape[1], L, w2.dtype.itemsize),
                                   geo.out_spatial[-1])
-    n = min(get_num_threads(), geo.N * geo.groups * -(-L // tile))
-    ws = _workspace.scratch("col", (n, w2.shape[1] * tile), w2.dtype)
     gx = np.zeros(shape, w2.dtype)
-    with blas_single_threaded():
-        _conv.conv_backward_input(gy, w2, P.view5(gx, geo.nd, geo.channels_last),
-                                  *_launch(geo, pads), ws, tile, n)
+    for n0, n1 in _workspace.sample_blocks(shape[0], L * geo.C_out * w2.shape[1]):
+        n = min(get_num_threads(), (n1 - n0) * geo.groups * -(-L // tile))
+        ws = _workspace.scratch("col", (n, w2.shape[1] * tile), w2.dtype)
+        with blas_single_threaded():
+            _conv.conv_backward_input(gy[n0:n1], w2,
+                                      P.view5(gx[n0:n1], geo.nd, geo.channels_last),
+                                      *_launch(geo, pads), ws, tile, n)
     return gx
 
 

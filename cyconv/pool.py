@@ -9,6 +9,7 @@ import operator
 import numpy as np
 
 from . import _params as P
+from . import _workspace
 from ._kernels import pool as _pool
 from ._threads import get_num_threads
 
@@ -34,12 +35,20 @@ def _forward(geo, x, dtype, op_code, out=None, want_idx=False, norm=1.0, divisor
     y = out if out is not None else np.empty(geo.output_shape, dtype)
     idx = np.empty(geo.output_shape, np.int64) if want_idx else None
     if y.size:
-        _pool.pool_forward(geo.view5(P.contiguous(x, dtype), geo.spatial),
-                           geo.view5(y, geo.out_spatial),
-                           geo.view5(idx, geo.out_spatial) if want_idx else _NO_INDEX,
-                           geo.first, geo.count, geo.divc if divc is None else divc,
-                           geo.step, geo.wrun, op_code, float(norm), float(divisor), want_idx,
-                           geo.channels_last, get_num_threads())
+        x = P.contiguous(x, dtype)
+        # blocks of samples: Ctrl-C is seen between blocks (_workspace.sample_blocks);
+        # the work of a sample is its window taps (the tables' counts summed per
+        # dim, multiplied across dims) plus the elements it reads
+        taps = geo.C * int(np.prod(geo.count.sum(axis=1)))
+        per_sample = taps + x.size // max(1, x.shape[0])
+        for n0, n1 in _workspace.sample_blocks(x.shape[0], per_sample):
+            _pool.pool_forward(geo.view5(x[n0:n1], geo.spatial),
+                               geo.view5(y[n0:n1], geo.out_spatial),
+                               geo.view5(idx[n0:n1], geo.out_spatial) if want_idx
+                               else _NO_INDEX,
+                               geo.first, geo.count, geo.divc if divc is None else divc,
+                               geo.step, geo.wrun, op_code, float(norm), float(divisor),
+                               want_idx, geo.channels_last, get_num_threads())
     return y, idx
 
 
