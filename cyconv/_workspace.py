@@ -56,6 +56,12 @@ def buckets(items, weight_bytes):
 # one block's time instead of after the whole batch.  Blocks depend on the
 # shape only, never on the thread count.
 CHUNK_WORK = 1 << 30
+try:
+    from ._build_info import DEBUG as _DEBUG
+except ImportError:  # pragma: no cover - built by something other than setup.py
+    _DEBUG = False
+if _DEBUG:   # -O0 kernels with bounds checks are many times slower
+    CHUNK_WORK = 1 << 25
 
 
 def sample_blocks(n, work_per_sample):
