@@ -255,6 +255,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x,   # in
             l0 = t * tile
             l1 = min(L, l0 + tile)
             lt = l1 - l0
+            ld = 0   # assigned in the loop body, so Cython makes it thread-private
             cols = _columns(&x[0, 0, 0, 0, 0], &g, n, grp, l0, l1, buf, channels_last, &ld)
             if channels_last:
                 yp = &y[n, l0, grp * Kg]
@@ -410,6 +411,7 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] x,   # in
                 l1 = min(L, l0 + tile)
                 lt = l1 - l0
                 for grp in range(groups):
+                    ld = 0   # assigned in the loop body: thread-private (see above)
                     cols = _columns(&x[0, 0, 0, 0, 0], &g, n, grp, l0, l1, buf,
                                     channels_last, &ld)
                     if channels_last:
