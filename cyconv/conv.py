@@ -112,7 +112,9 @@ def _launch(geo, pads):
 
 
 def _uses_direct(geo):
-    return not geo.channels_last and geo.C_in == geo.groups
+    # groups > 1: a plain convolution of a 1-channel input keeps im2col (C_out
+    # output channels share each column there, and the GEMM wins)
+    return not geo.channels_last and geo.groups > 1 and geo.C_in == geo.groups
 
 
 def _forward(geo, xk, pads, w2, b, y):
