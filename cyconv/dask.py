@@ -325,15 +325,7 @@ def _filter(op, in1, in2, mode, boundary, fillvalue, flip, threads_per_task):
                          f"on dask arrays)")
     dtype = cyconv.signal._dtype(op, np.empty(0, x.dtype), k)
     kernel = np.ascontiguousarray(k[::-1, ::-1] if flip else k, dtype)
-    pads = []
-    for m in kernel.shape:
-        if mode == "full":
-            pads.append((m - 1, m - 1))
-        elif mode == "same":
-            off = (m - 1) // 2 if flip else m // 2
-            pads.append((m - 1 - off, off))
-        else:
-            pads.append((0, 0))
+    pads = cyconv.signal._mode_pads(kernel.shape, mode, flip)
     x = x.astype(dtype)
     if any(p for pair in pads for p in pair):
         width = [(0, 0)] * (x.ndim - 2) + pads

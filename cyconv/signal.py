@@ -21,6 +21,23 @@ _BOUNDARIES = {"fill": "fill", "pad": "fill", "wrap": "wrap", "circular": "wrap"
 _NP_MODE = {"wrap": "wrap", "symm": "symmetric"}
 
 
+
+def _mode_pads(kernel_shape, mode, flip):
+    """(before, after) padding per dim that turns SciPy's ``mode`` into a
+    valid correlation with the (already flipped, for convolution) kernel."""
+    pads = []
+    for m in kernel_shape:
+        if mode == "full":
+            pads.append((m - 1, m - 1))
+        elif mode == "same":
+            # offset of 'same' within the full output: SciPy's (m-1)//2 for
+            # convolution, m//2 for correlation
+            off = (m - 1) // 2 if flip else m // 2
+            pads.append((m - 1 - off, off))
+        else:
+            pads.append((0, 0))
+    return pads
+
 def _dtype(op, in1, in2):
     for name, a in (("in1", in1), ("in2", in2)):
         if a.dtype.kind not in "biuf":
@@ -66,17 +83,7 @@ def _filter(op, in1, in2, mode, boundary, fillvalue, flip):
     kernel = P.contiguous(in2, dtype)
     if flip:
         kernel = np.ascontiguousarray(kernel[::-1, ::-1])
-    pads = []
-    for n, m in zip(image, kernel.shape):
-        if mode == "full":
-            pads.append((m - 1, m - 1))
-        elif mode == "same":
-            # offset of 'same' within the full output: SciPy's (m-1)//2 for
-            # convolution, m//2 for correlation
-            off = (m - 1) // 2 if flip else m // 2
-            pads.append((m - 1 - off, off))
-        else:
-            pads.append((0, 0))
+    pads = _mode_pads(kernel.shape, mode, flip)
     batch = in1.shape[:-2]
     x = P.contiguous(in1, dtype).reshape(-1, *image)
     if any(p for pair in pads for p in pair):
