@@ -39,6 +39,12 @@ def tile_size(k, length, itemsize):
     return max(1, min(length, TILE_BYTES // max(1, k * itemsize)))
 
 
+def winograd_tiles(c, k, itemsize):
+    """Tiles per Winograd work item: its transformed input (16, c, T) and
+    products (16, k, T) within TILE_BYTES.  A function of the shape only."""
+    return max(1, TILE_BYTES // (16 * (c + k) * itemsize))
+
+
 def row_aligned(tile, row):
     """Round a tile down to whole rows of ``row`` positions when it spans one."""
     return tile - tile % row if tile >= row else tile

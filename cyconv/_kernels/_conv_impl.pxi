@@ -690,3 +690,237 @@ def lc_backward_input(const floating[:, :, ::1] gy,        # in, layout of y
                 for n in range(n0, n1):
                     _from_col(_plane(&gx[0, 0, 0, 0, 0], n, 0, &g, channels_last), &g, l,
                               l + 1, buf + (n - n0) * K, channels_last)
+
+
+# --------------------------------------------------------------------------
+# Winograd F(2x2, 3x3): 3x3 stride-1 convolutions, channels first, 2-D
+# --------------------------------------------------------------------------
+# Lavin & Gray (2016).  Each output tile of 2 x 2 pixels is
+# A^T [ (G g G^T) * (B^T d B) ] A, d the 4 x 4 input patch: 16 products per
+# tile and channel pair instead of 36.  With dilation (dh, dw) a tile's
+# pixels are dh rows and dw columns apart (rows oy, oy + dh), and the patch
+# is read with the same dilation, so dilated kernels need no special case.
+#
+# Tiles: output rows come in blocks of 2 * dh; block bh holds the dh tile
+# rows ty = bh * dh + py whose first row is bh * 2 * dh + py; columns
+# likewise with blocks b and phases p.  A work item is (sample, a run of
+# tile rows, a run of column blocks); within an item, tile (ty, p, b) is
+# number ((ty - ty0) * dw + p) * nbi + (b - b0), so one phase of one tile row
+# is contiguous.  Per item:
+#   V (16, C, T)  <- B^T d B                  (input transform)
+#   M_j (K, T)    =  U_j (K, C) @ V_j (C, T)  (16 GEMMs, j = 4 * row + col)
+#   y             <- A^T m A + bias           (output transform)
+# The item split is a function of the shape only, so results do not depend
+# on the thread count.
+
+cdef struct Wino:
+    Py_ssize_t C, K, H, W, Ho, Wo, ph, pw, dh, dw
+    Py_ssize_t nbh, nbw     # blocks of 2 * dh output rows / 2 * dw output columns
+    Py_ssize_t R, Bc        # tile rows and column blocks per item
+    Py_ssize_t T            # tiles per item at most: R * dw * Bc
+    Py_ssize_t cb           # column blocks per chunk of the input transform
+
+
+# The transforms work through fixed-size local arrays: the compiler then knows
+# they cannot overlap the arrays it reads or writes through pointers, and
+# vectorises the loops without runtime overlap checks (of which it allows only
+# a few per loop).  An input row chunk holds dw phases of 2 * cb + 2 columns.
+cdef enum:
+    WROW = 1040    # columns of a local row chunk, all phases
+    WCB = 64       # column blocks per chunk at most
+
+
+cdef bint _wino_input(const floating* xn, const Wino* g, Py_ssize_t ty0, Py_ssize_t ty1,
+                      Py_ssize_t b0, Py_ssize_t b1, floating* V) noexcept nogil:
+    """V (16, C, T) <- B^T d B for the item's tiles, every input channel.
+    Returns True when an input value read is inf or NaN (the caller then
+    recomputes without Winograd, whose transforms would turn inf into NaN)."""
+    cdef floating r[4][WROW]    # input rows, zero padded; r[i][p * plen + m] is
+    cdef floating t[4][WROW]    # column x0 + m * dw + p; t = B^T r
+    cdef Py_ssize_t nbi = b1 - b0
+    cdef Py_ssize_t dw = g.dw
+    cdef Py_ssize_t step = g.C * g.T
+    cdef Py_ssize_t c, ty, iy0, iy, i, q, p, b, m, c0, nb, plen, x0, lo, hi, ix, n
+    cdef floating* vi
+    cdef const floating* src
+    cdef floating a, e, f, h
+    cdef int bad = 0
+    for c in range(g.C):
+        for ty in range(ty0, ty1):
+            iy0 = (ty // g.dh) * 2 * g.dh + ty % g.dh - g.ph
+            c0 = b0
+            while c0 < b1:
+                nb = min(b1, c0 + g.cb) - c0
+                plen = 2 * nb + 2
+                n = dw * plen
+                x0 = c0 * 2 * dw - g.pw
+                for i in range(4):
+                    iy = iy0 + i * g.dh
+                    if iy < 0 or iy >= g.H:
+                        memset(&r[i][0], 0, n * sizeof(floating))
+                        continue
+                    src = xn + (c * g.H + iy) * g.W
+                    if dw == 1:
+                        lo = min(n, max(0, -x0))
+                        hi = max(lo, min(n, g.W - x0))
+                        memset(&r[i][0], 0, lo * sizeof(floating))
+                        memcpy(&r[i][lo], src + x0 + lo, (hi - lo) * sizeof(floating))
+                        memset(&r[i][hi], 0, (n - hi) * sizeof(floating))
+                    else:
+                        for p in range(dw):
+                            for m in range(plen):
+                                ix = x0 + m * dw + p
+                                r[i][p * plen + m] = src[ix] if 0 <= ix < g.W else 0
+                for q in range(n):   # B^T d, down the columns
+                    a = r[0][q]
+                    e = r[1][q]
+                    f = r[2][q]
+                    h = r[3][q]
+                    t[0][q] = a - f
+                    t[1][q] = e + f
+                    t[2][q] = f - e
+                    t[3][q] = e - h
+                    if (a + e + f + h) * 0 != 0:
+                        bad = 1
+                for p in range(dw):  # (B^T d) B, along the rows: one loop per column
+                    for i in range(4):
+                        vi = V + (4 * i * g.C + c) * g.T + ((ty - ty0) * dw + p) * nbi + c0 - b0
+                        q = p * plen
+                        for b in range(nb):
+                            vi[b] = t[i][q + 2 * b] - t[i][q + 2 * b + 2]
+                        vi += step
+                        for b in range(nb):
+                            vi[b] = t[i][q + 2 * b + 1] + t[i][q + 2 * b + 2]
+                        vi += step
+                        for b in range(nb):
+                            vi[b] = t[i][q + 2 * b + 2] - t[i][q + 2 * b + 1]
+                        vi += step
+                        for b in range(nb):
+                            vi[b] = t[i][q + 2 * b + 1] - t[i][q + 2 * b + 3]
+                c0 += nb
+    return bad != 0
+
+
+cdef void _wino_output(const floating* M, const Wino* g, Py_ssize_t ty0, Py_ssize_t ty1,
+                       Py_ssize_t b0, Py_ssize_t b1, const floating* bias, bint has_bias,
+                       floating* yn) noexcept nogil:
+    """yn (K, Ho, Wo) <- A^T m A + bias for the item's tiles."""
+    cdef floating s_[8][WCB]    # A^T m per block: rows 0+1+2 (s_[0:4]), 1-2-3 (s_[4:8])
+    cdef Py_ssize_t nbi = b1 - b0
+    cdef Py_ssize_t KT = g.K * g.T
+    cdef Py_ssize_t dw = g.dw
+    cdef Py_ssize_t s = 2 * dw
+    cdef Py_ssize_t k, ty, oy, p, ox, nfull, nany, b, j, c0, nb, rows
+    cdef const floating* m
+    cdef floating* yr
+    cdef floating bv
+    for k in range(g.K):
+        bv = bias[k] if has_bias else 0
+        for ty in range(ty0, ty1):
+            oy = (ty // g.dh) * 2 * g.dh + ty % g.dh
+            if oy >= g.Ho:
+                continue
+            rows = 2 if oy + g.dh < g.Ho else 1
+            for p in range(dw):
+                c0 = b0
+                while c0 < b1 and c0 * s + p < g.Wo:
+                    nb = min(b1, c0 + WCB) - c0
+                    ox = c0 * s + p
+                    nany = min(nb, (g.Wo - ox + s - 1) // s)
+                    nfull = min(nb, max(0, (g.Wo - dw - ox + s - 1) // s))
+                    m = M + k * g.T + ((ty - ty0) * dw + p) * nbi + c0 - b0
+                    for j in range(4):
+                        for b in range(nany):
+                            s_[j][b] = m[j * KT + b] + m[(4 + j) * KT + b] + m[(8 + j) * KT + b]
+                    if rows == 2:
+                        for j in range(4):
+                            for b in range(nany):
+                                s_[4 + j][b] = (m[(4 + j) * KT + b] - m[(8 + j) * KT + b]
+                                                - m[(12 + j) * KT + b])
+                    for j in range(0, 4 * rows, 4):   # output row oy, then oy + dh
+                        yr = yn + (k * g.Ho + oy + (j // 4) * g.dh) * g.Wo + ox
+                        if dw == 1:
+                            for b in range(nfull):
+                                yr[2 * b] = s_[j][b] + s_[j + 1][b] + s_[j + 2][b] + bv
+                                yr[2 * b + 1] = s_[j + 1][b] - s_[j + 2][b] - s_[j + 3][b] + bv
+                        else:
+                            for b in range(nfull):
+                                yr[b * s] = s_[j][b] + s_[j + 1][b] + s_[j + 2][b] + bv
+                                yr[b * s + dw] = s_[j + 1][b] - s_[j + 2][b] - s_[j + 3][b] + bv
+                        for b in range(nfull, nany):   # the second column is outside
+                            yr[b * s] = s_[j][b] + s_[j + 1][b] + s_[j + 2][b] + bv
+                    c0 += nb
+
+
+def winograd_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
+                     const floating[:, :, ::1] u,      # in (16, K, C): G g G^T
+                     const floating[::1] bias,         # in (K,) or (0,)
+                     floating[:, :, ::1] y,            # out (N, K, Ho * Wo)
+                     const Py_ssize_t[::1] geo,        # ph, pw, dh, dw, Ho, Wo, R, Bc
+                     floating[:, ::1] ws,              # scratch (threads, 16 (C + K) T)
+                     int num_threads):
+    """Winograd F(2x2, 3x3) forward; returns the number of work items that
+    read an inf or NaN (their output is then not the convolution's)."""
+    cdef Wino g
+    cdef Py_ssize_t N = x.shape[0]
+    g.C = x.shape[1]; g.H = x.shape[2]; g.W = x.shape[3]; g.K = u.shape[1]
+    g.ph = geo[0]; g.pw = geo[1]; g.dh = geo[2]; g.dw = geo[3]
+    g.Ho = geo[4]; g.Wo = geo[5]; g.R = geo[6]; g.Bc = geo[7]
+    g.nbh = (g.Ho + 2 * g.dh - 1) // (2 * g.dh)
+    g.nbw = (g.Wo + 2 * g.dw - 1) // (2 * g.dw)
+    g.T = g.R * g.dw * g.Bc
+    g.cb = min(<Py_ssize_t> WCB, (WROW // g.dw - 2) // 2)
+    cdef Py_ssize_t TH = g.nbh * g.dh
+    cdef Py_ssize_t nrg = (TH + g.R - 1) // g.R, ncg = (g.nbw + g.Bc - 1) // g.Bc
+    cdef Py_ssize_t nitems = N * nrg * ncg
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, rg, cg, ty0, ty1, b0, b1, ti, j
+    cdef Py_ssize_t bad = 0
+    cdef floating* V = NULL
+    cdef floating* Mb = NULL
+    if nitems == 0 or g.Ho == 0 or g.Wo == 0:
+        return 0
+    with nogil, parallel(num_threads=num_threads):
+        V = &ws[cyconv_thread_num(), 0]
+        Mb = V + 16 * g.C * g.T
+        for item in prange(nitems, schedule="static"):
+            n = item // (nrg * ncg)
+            rg = (item // ncg) % nrg
+            cg = item % ncg
+            ty0 = rg * g.R
+            ty1 = min(TH, ty0 + g.R)
+            b0 = cg * g.Bc
+            b1 = min(g.nbw, b0 + g.Bc)
+            ti = (ty1 - ty0) * g.dw * (b1 - b0)
+            if _wino_input(&x[n, 0, 0, 0], &g, ty0, ty1, b0, b1, V):
+                bad += 1
+            for j in range(16):
+                # M_j (K x ti) = U_j (K x C) @ V_j (C x ti)
+                gemm(False, False, <int> g.K, <int> ti, <int> g.C, 1, &u[j, 0, 0],
+                     <int> g.C, V + j * g.C * g.T, <int> g.T, 0, Mb + j * g.K * g.T,
+                     <int> g.T)
+            _wino_output(Mb, &g, ty0, ty1, b0, b1, &bias[0] if has_bias else NULL,
+                         has_bias, &y[n, 0, 0])
+    return bad
+
+
+def winograd_weights(const floating[:, :, :, ::1] w,   # in (K, C, 3, 3)
+                     floating[:, :, ::1] u):           # out (16, K, C): G w G^T
+    """Transformed weights, G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2],
+    [0, 0, 1]], computed in double precision."""
+    cdef Py_ssize_t K = w.shape[0], C = w.shape[1]
+    cdef Py_ssize_t k, c, i, j
+    cdef double t[4][3]
+    with nogil:
+        for k in range(K):
+            for c in range(C):
+                for j in range(3):   # G w: combine the rows i
+                    t[0][j] = w[k, c, 0, j]
+                    t[1][j] = 0.5 * (<double> w[k, c, 0, j] + w[k, c, 1, j] + w[k, c, 2, j])
+                    t[2][j] = 0.5 * (<double> w[k, c, 0, j] - w[k, c, 1, j] + w[k, c, 2, j])
+                    t[3][j] = w[k, c, 2, j]
+                for i in range(4):   # (G w) G^T: combine the columns j
+                    u[4 * i, k, c] = <floating> t[i][0]
+                    u[4 * i + 1, k, c] = <floating> (0.5 * (t[i][0] + t[i][1] + t[i][2]))
+                    u[4 * i + 2, k, c] = <floating> (0.5 * (t[i][0] - t[i][1] + t[i][2]))
+                    u[4 * i + 3, k, c] = <floating> t[i][2]
