@@ -184,8 +184,56 @@ def _forward(geo, xk, pads, w2, b, y):
         _forward_block(geo, xk[n0:n1], pads, w2, b, y[n0:n1])
 
 
+# First layers (1 to SMALL_MAX_CHANNELS input channels, groups 1, 1-D or 2-D,
+# channels first, at least SMALL_MIN_TAPS taps C_in * prod(kernel)) use
+# small_forward: blocks of 4 output channels x 32 output columns accumulated
+# in registers over every tap, with no im2col and no GEMM packing.  Measured
+# at 2 threads (AVX-512) against im2col + GEMM: alexnet_conv1 14.9 -> 11.4 ms,
+# cifar_5x5 5.6 -> 3.3 ms, single_image_large 5.6 -> 2.4 ms; with 9 taps
+# (mnist_small) the per-block overhead dominates and im2col stays ahead
+# (0.58 against 0.69 ms).
+SMALL_MAX_CHANNELS = 4
+SMALL_MIN_TAPS = 16
+_SMALL_BAND_BYTES = 1 << 16   # input rows copied per work item, about
+
+
+def _uses_small(geo):
+    return (geo.nd <= 2 and not geo.channels_last and geo.groups == 1
+            and geo.C_in <= SMALL_MAX_CHANNELS
+            and geo.C_in * int(np.prod(geo.kernel)) >= SMALL_MIN_TAPS)
+
+
+def _small(geo, xk, pads, w2, b, y):
+    """small_forward on a block of samples."""
+    kh, kw = ((1,) + tuple(geo.kernel))[-2:]
+    sh, sw = ((1,) + tuple(geo.stride))[-2:]
+    dh, dw = ((1,) + tuple(geo.dilation))[-2:]
+    pt, pl = (pair[0] for pair in (((0, 0),) + tuple(pads))[-2:])
+    Ho, Wo = ((1,) + tuple(geo.out_spatial))[-2:]
+    C, dtype = geo.C_in, w2.dtype
+    nq = -(-Wo // 32)
+    plen = nq * 32 + (kw - 1) * dw // sw + 1
+    rowlen = sw * plen
+    BH = max(1, min(Ho, _SMALL_BAND_BYTES // (C * sh * rowlen * dtype.itemsize)))
+    BR = (BH - 1) * sh + (kh - 1) * dh + 1
+    c, i, j = np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw), indexing="ij")
+    toff = (c * BR * rowlen + i * dh * rowlen + (j * dw % sw) * plen + j * dw // sw)
+    wpad = np.zeros((-(-geo.C_out // 4) * 4, w2.shape[1]), dtype)
+    wpad[:geo.C_out] = w2
+    x4 = xk.reshape(xk.shape[0], C, -1, xk.shape[-1])
+    items = xk.shape[0] * -(-Ho // BH)
+    n = min(get_num_threads(), items)
+    ws = _workspace.scratch("col", (n, C * BR * rowlen + 4 * 32), dtype)
+    _conv.small_forward(x4, wpad, b, _flat(y, geo, geo.C_out),
+                        np.array((kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, BH), np.intp),
+                        np.ascontiguousarray(toff.ravel(), np.intp), ws, n)
+
+
 def _forward_block(geo, xk, pads, w2, b, y):
     N = xk.shape[0]
+    if _uses_small(geo):
+        _small(geo, xk, pads, w2, b, y)
+        return
     if _uses_direct(geo):
         _conv.direct_forward(P.view5(xk, geo.nd, False), w2, b, _flat(y, geo, geo.C_out),
                              _launch(geo, pads)[0], geo.groups,

@@ -33,11 +33,16 @@ def random(rng, shape, dtype=np.float32):
     return rng.standard_normal(shape).astype(np.float32).astype(dtype)
 
 
-@pytest.fixture(params=["default", "tiles3", "tiles8"])
+@pytest.fixture(params=["default", "tiles3", "tiles8", "im2col"])
 def workspace_mode(request, monkeypatch):
     """Force the kernels' tiling paths: several tiles per image (splitting
     rows, or whole-row bands for the parallel col2im), one partial bucket
-    per tile or accumulation in place."""
+    per tile or accumulation in place; or im2col + GEMM where conv2d would
+    take a specialised forward kernel (few input channels, Winograd)."""
+    if request.param == "im2col":
+        from cyconv import conv
+        monkeypatch.setattr(conv, "SMALL_MAX_CHANNELS", 0)
+        monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1 << 30)
     if request.param == "tiles3":
         monkeypatch.setattr(_workspace, "tile_size", lambda k, n, i: min(n, 3))
         monkeypatch.setattr(_workspace, "PARTIAL_BYTES", 1)

@@ -924,3 +924,129 @@ def winograd_weights(const floating[:, :, :, ::1] w,   # in (K, C, 3, 3)
                     u[4 * i + 1, k, c] = <floating> (0.5 * (t[i][0] + t[i][1] + t[i][2]))
                     u[4 * i + 2, k, c] = <floating> (0.5 * (t[i][0] - t[i][1] + t[i][2]))
                     u[4 * i + 3, k, c] = <floating> t[i][2]
+
+
+# --------------------------------------------------------------------------
+# Direct forward for few input channels (first layers): register blocks
+# --------------------------------------------------------------------------
+# With C_in of 1 to 4 the im2col matrix has few rows (C_in * kh * kw) and
+# GEMM spends much of its time packing it.  Here each block of DCO output
+# channels x DQ output columns of one output row is accumulated in registers
+# over every tap (c, i, j): the DCO accumulators are separate local arrays of
+# fixed length, which the compiler keeps in vector registers.  The input rows
+# a band of output rows needs are first copied, zero padded, into per-thread
+# scratch, each row split into sw phases (column m of phase p is padded
+# column m * sw + p), so that the DQ inputs of a tap are contiguous for any
+# stride: tap (c, i, j) of output (row r, column q) reads
+# band[c][r * sh + i * dh][(j * dw) % sw][q + (j * dw) // sw], whose offset
+# from band[0][r * sh][0][q] is toff[tap] (computed by the caller).
+
+cdef enum:
+    DQ = 32     # output columns per register block
+    DCO = 4     # output channels per register block
+
+
+cdef void _small_block(const floating* xb, const Py_ssize_t* toff, Py_ssize_t ntap,
+                       const floating* w, Py_ssize_t K, floating* out) noexcept nogil:
+    """out (DCO, DQ) = sum over taps t of w[o * K + t] * xb[toff[t] + q]."""
+    cdef floating a0[DQ]
+    cdef floating a1[DQ]
+    cdef floating a2[DQ]
+    cdef floating a3[DQ]
+    cdef Py_ssize_t t, q
+    cdef floating w0, w1, w2, w3
+    cdef const floating* xr
+    for q in range(DQ):
+        a0[q] = 0
+        a1[q] = 0
+        a2[q] = 0
+        a3[q] = 0
+    for t in range(ntap):
+        xr = xb + toff[t]
+        w0 = w[t]
+        w1 = w[K + t]
+        w2 = w[2 * K + t]
+        w3 = w[3 * K + t]
+        for q in range(DQ):
+            a0[q] += w0 * xr[q]
+        for q in range(DQ):
+            a1[q] += w1 * xr[q]
+        for q in range(DQ):
+            a2[q] += w2 * xr[q]
+        for q in range(DQ):
+            a3[q] += w3 * xr[q]
+    for q in range(DQ):
+        out[q] = a0[q]
+        out[DQ + q] = a1[q]
+        out[2 * DQ + q] = a2[q]
+        out[3 * DQ + q] = a3[q]
+
+
+def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
+                  const floating[:, ::1] w,         # in (C_out rounded up to DCO, C*kh*kw)
+                  const floating[::1] bias,         # in (C_out,) or (0,)
+                  floating[:, :, ::1] y,            # out (N, C_out, Ho * Wo)
+                  const Py_ssize_t[::1] geo,        # kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, BH
+                  const Py_ssize_t[::1] toff,       # in (C*kh*kw,) tap offsets
+                  floating[:, ::1] ws,              # scratch (threads, band + DCO * DQ)
+                  int num_threads):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t C_out = y.shape[1], K = w.shape[1]
+    cdef Py_ssize_t kh = geo[0], kw = geo[1], sh = geo[2], sw = geo[3]
+    cdef Py_ssize_t pt = geo[4], pl = geo[5], dh = geo[6], dw = geo[7]
+    cdef Py_ssize_t Ho = geo[8], Wo = geo[9], BH = geo[10]
+    cdef Py_ssize_t nq = (Wo + DQ - 1) // DQ
+    cdef Py_ssize_t plen = nq * DQ + ((kw - 1) * dw) // sw + 1   # columns per phase
+    cdef Py_ssize_t rowlen = sw * plen
+    cdef Py_ssize_t BR = (BH - 1) * sh + (kh - 1) * dh + 1      # input rows per band
+    cdef Py_ssize_t nbands = (Ho + BH - 1) // BH
+    cdef Py_ssize_t band_len = C * BR * rowlen
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, oh0, oh1, c, r, ih, p, m, iw, lo, hi, cb, co, o, oh, qi, q, nv
+    cdef floating* band = NULL
+    cdef floating* blk = NULL
+    cdef floating* dst
+    cdef const floating* src
+    cdef floating* yr
+    cdef floating bv
+    if N == 0 or Ho == 0 or Wo == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        band = &ws[cyconv_thread_num(), 0]
+        blk = band + band_len
+        for item in prange(N * nbands, schedule="static"):
+            n = item // nbands
+            oh0 = (item % nbands) * BH
+            oh1 = min(Ho, oh0 + BH)
+            # the band's input rows, zero padded and split into phases
+            for c in range(C):
+                for r in range(BR):
+                    dst = band + (c * BR + r) * rowlen
+                    ih = oh0 * sh + r - pt
+                    if ih < 0 or ih >= H or r > (oh1 - 1 - oh0) * sh + (kh - 1) * dh:
+                        memset(dst, 0, rowlen * sizeof(floating))
+                        continue
+                    src = &x[n, c, ih, 0]
+                    if sw == 1:
+                        lo = min(plen, max(0, pl))           # padded column of input 0
+                        hi = max(lo, min(plen, pl + W))
+                        memset(dst, 0, lo * sizeof(floating))
+                        memcpy(dst + lo, src + lo - pl, (hi - lo) * sizeof(floating))
+                        memset(dst + hi, 0, (plen - hi) * sizeof(floating))
+                    else:
+                        for p in range(sw):
+                            for m in range(plen):
+                                iw = m * sw + p - pl
+                                dst[p * plen + m] = src[iw] if 0 <= iw < W else 0
+            for cb in range((C_out + DCO - 1) // DCO):
+                co = cb * DCO
+                for oh in range(oh0, oh1):
+                    for qi in range(nq):
+                        _small_block(band + (oh - oh0) * sh * rowlen + qi * DQ, &toff[0],
+                                     K, &w[co, 0], K, blk)
+                        nv = min(DQ, Wo - qi * DQ)
+                        for o in range(min(DCO, C_out - co)):
+                            bv = bias[co + o] if has_bias else 0
+                            yr = &y[n, co + o, oh * Wo + qi * DQ]
+                            for q in range(nv):
+                                yr[q] = blk[o * DQ + q] + bv

@@ -1,0 +1,119 @@
+"""The few-input-channel forward kernel (small_forward) against tests/reference.py.
+
+conv1d/conv2d take it for channels-first, groups-1 convolutions with at most
+cyconv.conv.SMALL_MAX_CHANNELS input channels and at least SMALL_MIN_TAPS
+taps; the tests check that it was taken, with work items of one output row
+and of many, every stride phase split, and rows wider than one 32-column
+register block.
+"""
+import numpy as np
+import pytest
+
+import cyconv
+import reference as ref
+from conftest import assert_close, random
+from cyconv import conv as conv_mod
+from cyconv._kernels import conv as kconv
+
+
+@pytest.fixture
+def small(monkeypatch):
+    monkeypatch.setattr(conv_mod, "SMALL_MIN_TAPS", 1)
+    calls = []
+    real = kconv.small_forward
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return real(*args)
+
+    monkeypatch.setattr(conv_mod._conv, "small_forward", spy)
+    return calls
+
+
+# (N, C_in, H, W, C_out, kernel, stride, padding, dilation)
+SHAPES = {
+    "3x3_p1": (2, 3, 9, 8, 5, (3, 3), 1, 1, 1),
+    "one_channel": (3, 1, 7, 7, 2, (3, 3), 1, 0, 1),
+    "four_channels_c_out_9": (1, 4, 6, 9, 9, (2, 3), 1, 1, 1),
+    "stride4_11x11": (1, 3, 35, 37, 6, (11, 11), 4, 0, 1),
+    "stride_per_dim": (2, 2, 13, 17, 4, (3, 5), (2, 3), (1, 2), 1),
+    "dilation": (1, 3, 12, 14, 4, (3, 3), 1, 2, (2, 3)),
+    "stride_and_dilation": (1, 2, 15, 19, 3, (3, 3), 2, 1, 2),
+    "asymmetric_pad": (1, 3, 8, 9, 4, (3, 3), 1, ((0, 2), (3, 1)), 1),
+    "wide_rows": (1, 3, 4, 150, 5, (3, 5), 1, 2, 1),
+    "wide_strided": (1, 2, 5, 200, 3, (3, 3), 3, 1, 1),
+    "kernel_as_wide_as_input": (2, 3, 5, 5, 4, (5, 5), 1, 0, 1),
+}
+
+
+@pytest.mark.parametrize("band", ["default", "one_row"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_matches_reference(name, dtype, band, small, monkeypatch):
+    N, C, H, W, K, kernel, stride, pad, dil = SHAPES[name]
+    if band == "one_row":
+        monkeypatch.setattr(conv_mod, "_SMALL_BAND_BYTES", 1)
+    rng = np.random.default_rng(len(name))
+    x = random(rng, (N, C, H, W), dtype)
+    w = random(rng, (K, C) + kernel, dtype)
+    b = random(rng, (K,), dtype)
+    y = cyconv.conv2d(x, w, b, stride=stride, padding=pad, dilation=dil)
+    assert small, "the small-channel kernel was not taken"
+    pair = lambda v: (v, v) if np.isscalar(v) else tuple(v)
+    pads = pad if not np.isscalar(pad) and not np.isscalar(pad[0]) else tuple(
+        (p, p) for p in pair(pad))
+    r = ref.conv2d(x, w, b, stride=pair(stride), pads=pads, dilation=pair(dil))
+    assert_close(y, r, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv1d(dtype, small):
+    rng = np.random.default_rng(2)
+    x = random(rng, (2, 3, 70), dtype)
+    w = random(rng, (6, 3, 5), dtype)
+    y = cyconv.conv1d(x, w, stride=2, padding=((1, 3),), dilation=2)
+    assert small
+    r = ref.conv_nd(x, w, None, (2,), [(1, 3)], (2,))
+    assert_close(y, r, dtype)
+
+
+def test_thread_count_does_not_change_bits(small):
+    rng = np.random.default_rng(4)
+    x = random(rng, (3, 3, 21, 40))
+    w = random(rng, (7, 3, 3, 3))
+    outs = []
+    for n in (1, 2, 3):
+        with cyconv.num_threads(n):
+            outs.append(cyconv.conv2d(x, w, padding=1))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_selection_rule():
+    from cyconv import _params
+
+    def geo(C_in=3, k=3, groups=1, cl=False, nd=2):
+        x = np.zeros((1, C_in) + (20,) * nd, np.float32)
+        if cl:
+            x = np.moveaxis(x, 1, -1)
+        w = np.zeros((6, C_in // groups) + (k,) * nd, np.float32)
+        return _params.conv_geometry("conv", nd, x, w, None, 1, 0, 1, groups,
+                                     padding_mode="zeros", channels_last=cl)
+    assert conv_mod._uses_small(geo())
+    assert conv_mod._uses_small(geo(C_in=1, k=5))
+    assert conv_mod._uses_small(geo(nd=1, k=7))
+    assert not conv_mod._uses_small(geo(C_in=1))          # 9 taps
+    assert not conv_mod._uses_small(geo(C_in=6))
+    assert not conv_mod._uses_small(geo(cl=True))
+    assert not conv_mod._uses_small(geo(nd=3))
+    assert not conv_mod._uses_small(geo(C_in=4, groups=2))
+
+
+def test_first_layer_against_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    x = random(rng, (2, 3, 67, 61))
+    w = random(rng, (20, 3, 11, 11))
+    y = cyconv.conv2d(x, w, stride=4, padding=2)
+    t = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                   stride=4, padding=2)
+    assert_close(y, t.numpy(), np.float32)
