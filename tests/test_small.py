@@ -117,3 +117,35 @@ def test_first_layer_against_torch():
     t = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
                                    stride=4, padding=2)
     assert_close(y, t.numpy(), np.float32)
+
+
+# (N, C_in, H, W, C_out, groups, kernel, stride, padding, dilation)
+GROUPED = {
+    "depthwise": (2, 5, 9, 40, 5, 5, (3, 3), 1, 1, 1),
+    "multiplier": (1, 3, 11, 13, 6, 3, (3, 3), 2, 1, 1),
+    "strided_dilated": (1, 4, 17, 70, 8, 4, (3, 5), (3, 2), (2, 1), (1, 2)),
+    "rows_not_multiple_of_4": (2, 2, 7, 5, 2, 2, (2, 2), 1, 0, 1),
+}
+
+
+@pytest.mark.parametrize("band", ["default", "four_rows"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(GROUPED))
+def test_grouped_matches_reference(name, dtype, band, monkeypatch):
+    """Depthwise and channel-multiplier convolutions (grouped_forward)."""
+    N, C, H, W, K, groups, kernel, stride, pad, dil = GROUPED[name]
+    if band == "four_rows":
+        monkeypatch.setattr(conv_mod, "_SMALL_BAND_BYTES", 1)
+    calls = []
+    real = kconv.grouped_forward
+    monkeypatch.setattr(conv_mod._conv, "grouped_forward",
+                        lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(len(name) + 1)
+    x = random(rng, (N, C, H, W), dtype)
+    w = random(rng, (K, C // groups) + kernel, dtype)
+    b = random(rng, (K,), dtype)
+    y = cyconv.conv2d(x, w, b, stride=stride, padding=pad, dilation=dil, groups=groups)
+    assert calls
+    pair = lambda v: (v, v) if np.isscalar(v) else tuple(v)
+    r = ref.conv_nd(x, w, b, pair(stride), [(p, p) for p in pair(pad)], pair(dil), groups)
+    assert_close(y, r, dtype, name)

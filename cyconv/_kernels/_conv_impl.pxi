@@ -1050,3 +1050,117 @@ def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                             yr = &y[n, co + o, oh * Wo + qi * DQ]
                             for q in range(nv):
                                 yr[q] = blk[o * DQ + q] + bv
+
+
+# --------------------------------------------------------------------------
+# Direct forward for depthwise / thin groups, 1-D and 2-D: register blocks
+# of 4 output rows x DQ columns of one output channel, over the group's taps
+# --------------------------------------------------------------------------
+
+cdef void _rows_block(const floating* xb, const Py_ssize_t* toff, Py_ssize_t ntap,
+                      const floating* w, Py_ssize_t rstep, floating* out) noexcept nogil:
+    """out (4, DQ): row o = sum over taps t of w[t] * xb[toff[t] + o * rstep + q]."""
+    cdef floating a0[DQ]
+    cdef floating a1[DQ]
+    cdef floating a2[DQ]
+    cdef floating a3[DQ]
+    cdef Py_ssize_t t, q
+    cdef floating wv
+    cdef const floating* xr
+    for q in range(DQ):
+        a0[q] = 0
+        a1[q] = 0
+        a2[q] = 0
+        a3[q] = 0
+    for t in range(ntap):
+        xr = xb + toff[t]
+        wv = w[t]
+        for q in range(DQ):
+            a0[q] += wv * xr[q]
+        for q in range(DQ):
+            a1[q] += wv * xr[rstep + q]
+        for q in range(DQ):
+            a2[q] += wv * xr[2 * rstep + q]
+        for q in range(DQ):
+            a3[q] += wv * xr[3 * rstep + q]
+    for q in range(DQ):
+        out[q] = a0[q]
+        out[DQ + q] = a1[q]
+        out[2 * DQ + q] = a2[q]
+        out[3 * DQ + q] = a3[q]
+
+
+def grouped_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
+                    const floating[:, ::1] w,         # in (C_out, C_g * kh * kw)
+                    const floating[::1] bias,         # in (C_out,) or (0,)
+                    floating[:, :, ::1] y,            # out (N, C_out, Ho * Wo)
+                    const Py_ssize_t[::1] geo,        # kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, BH, groups
+                    const Py_ssize_t[::1] toff,       # in (C_g * kh * kw,) tap offsets
+                    floating[:, ::1] ws,              # scratch (threads, band + 4 * DQ)
+                    int num_threads):
+    """Grouped convolution, one work item per (sample, group, band of BH
+    output rows; BH a multiple of 4).  The band's input rows of the group's
+    channels are copied as in small_forward (zero padded, split into stride
+    phases), then each output channel of the group is computed 4 rows x DQ
+    columns at a time."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t C_out = y.shape[1], K = w.shape[1]
+    cdef Py_ssize_t kh = geo[0], kw = geo[1], sh = geo[2], sw = geo[3]
+    cdef Py_ssize_t pt = geo[4], pl = geo[5], dh = geo[6], dw = geo[7]
+    cdef Py_ssize_t Ho = geo[8], Wo = geo[9], BH = geo[10], groups = geo[11]
+    cdef Py_ssize_t Cg = C // groups, Kg = C_out // groups
+    cdef Py_ssize_t nq = (Wo + DQ - 1) // DQ
+    cdef Py_ssize_t plen = nq * DQ + ((kw - 1) * dw) // sw + 1
+    cdef Py_ssize_t rowlen = sw * plen
+    cdef Py_ssize_t BR = (BH - 1) * sh + (kh - 1) * dh + 1
+    cdef Py_ssize_t nbands = (Ho + BH - 1) // BH
+    cdef Py_ssize_t band_len = Cg * BR * rowlen
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, grp, oh0, oh1, c, r, ih, p, m, iw, lo, hi, k, o, ob, oh, qi, q, nv
+    cdef floating* band = NULL
+    cdef floating* blk = NULL
+    cdef floating* dst
+    cdef const floating* src
+    cdef floating* yr
+    cdef floating bv
+    if N == 0 or Ho == 0 or Wo == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        band = &ws[cyconv_thread_num(), 0]
+        blk = band + band_len
+        for item in prange(N * groups * nbands, schedule="static"):
+            n = item // (groups * nbands)
+            grp = (item // nbands) % groups
+            oh0 = (item % nbands) * BH
+            oh1 = min(Ho, oh0 + BH)
+            for c in range(Cg):
+                for r in range(BR):
+                    dst = band + (c * BR + r) * rowlen
+                    ih = oh0 * sh + r - pt
+                    if ih < 0 or ih >= H:
+                        memset(dst, 0, rowlen * sizeof(floating))
+                        continue
+                    src = &x[n, grp * Cg + c, ih, 0]
+                    if sw == 1:
+                        lo = min(plen, max(0, pl))
+                        hi = max(lo, min(plen, pl + W))
+                        memset(dst, 0, lo * sizeof(floating))
+                        memcpy(dst + lo, src + lo - pl, (hi - lo) * sizeof(floating))
+                        memset(dst + hi, 0, (plen - hi) * sizeof(floating))
+                    else:
+                        for p in range(sw):
+                            for m in range(plen):
+                                iw = m * sw + p - pl
+                                dst[p * plen + m] = src[iw] if 0 <= iw < W else 0
+            for k in range(grp * Kg, grp * Kg + Kg):
+                bv = bias[k] if has_bias else 0
+                for ob in range((oh1 - oh0 + 3) // 4):
+                    oh = oh0 + 4 * ob
+                    for qi in range(nq):
+                        _rows_block(band + (oh - oh0) * sh * rowlen + qi * DQ, &toff[0], K,
+                                    &w[k, 0], sh * rowlen, blk)
+                        nv = min(DQ, Wo - qi * DQ)
+                        for o in range(min(4, oh1 - oh)):
+                            yr = &y[n, k, (oh + o) * Wo + qi * DQ]
+                            for q in range(nv):
+                                yr[q] = blk[o * DQ + q] + bv
