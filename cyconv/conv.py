@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _params as P
 from . import _workspace
+from . import _kernels
 from ._kernels import conv as _conv
 from ._threads import blas_single_threaded, get_num_threads
 
@@ -193,13 +194,18 @@ def _forward(geo, xk, pads, w2, b, y):
 # cifar_5x5 5.6 -> 3.3 ms, single_image_large 5.6 -> 2.4 ms; with 9 taps
 # (mnist_small) the per-block overhead dominates and im2col stays ahead
 # (0.58 against 0.69 ms).
+# The register block needs 16 vector registers of 8 or 16 floats: with the
+# baseline (SSE2) variant it spills, and the benchmark measured it 2-4x
+# slower than im2col + OpenBLAS (which dispatches by CPU itself), so the
+# baseline variant keeps im2col.
 SMALL_MAX_CHANNELS = 4
 SMALL_MIN_TAPS = 16
+SMALL_ENABLED = _kernels.VARIANT != "baseline"
 _SMALL_BAND_BYTES = 1 << 16   # input rows copied per work item, about
 
 
 def _uses_small(geo):
-    return (geo.nd <= 2 and not geo.channels_last and geo.groups == 1
+    return (SMALL_ENABLED and geo.nd <= 2 and not geo.channels_last and geo.groups == 1
             and geo.C_in <= SMALL_MAX_CHANNELS
             and geo.C_in * int(np.prod(geo.kernel)) >= SMALL_MIN_TAPS)
 

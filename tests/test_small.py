@@ -19,6 +19,7 @@ from cyconv._kernels import conv as kconv
 @pytest.fixture
 def small(monkeypatch):
     monkeypatch.setattr(conv_mod, "SMALL_MIN_TAPS", 1)
+    monkeypatch.setattr(conv_mod, "SMALL_ENABLED", True)   # also in the baseline variant
     calls = []
     real = kconv.small_forward
 
@@ -88,8 +89,11 @@ def test_thread_count_does_not_change_bits(small):
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
 
 
-def test_selection_rule():
-    from cyconv import _params
+def test_selection_rule(monkeypatch):
+    from cyconv import _kernels, _params
+
+    assert conv_mod.SMALL_ENABLED == (_kernels.VARIANT != "baseline")
+    monkeypatch.setattr(conv_mod, "SMALL_ENABLED", True)
 
     def geo(C_in=3, k=3, groups=1, cl=False, nd=2):
         x = np.zeros((1, C_in) + (20,) * nd, np.float32)
