@@ -49,3 +49,18 @@ def workspace_mode(request, monkeypatch):
     elif request.param == "tiles8":
         monkeypatch.setattr(_workspace, "tile_size", lambda k, n, i: min(n, 8))
     return request.param
+
+
+def spy_kernel(monkeypatch, name):
+    """Record the calls of cyconv._kernels.conv.<name> made by cyconv.conv;
+    returns the list of their first arguments' shapes."""
+    from cyconv import conv
+    calls = []
+    real = getattr(conv._conv, name)
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return real(*args)
+
+    monkeypatch.setattr(conv._conv, name, spy)
+    return calls

@@ -11,24 +11,15 @@ import pytest
 
 import cyconv
 import reference as ref
-from conftest import assert_close, random
+from conftest import assert_close, random, spy_kernel
 from cyconv import conv as conv_mod
-from cyconv._kernels import conv as kconv
 
 
 @pytest.fixture
 def small(monkeypatch):
     monkeypatch.setattr(conv_mod, "SMALL_MIN_TAPS", 1)
     monkeypatch.setattr(conv_mod, "SMALL_ENABLED", True)   # also in the baseline variant
-    calls = []
-    real = kconv.small_forward
-
-    def spy(*args):
-        calls.append(args[0].shape)
-        return real(*args)
-
-    monkeypatch.setattr(conv_mod._conv, "small_forward", spy)
-    return calls
+    return spy_kernel(monkeypatch, "small_forward")
 
 
 # (N, C_in, H, W, C_out, kernel, stride, padding, dilation)
@@ -140,10 +131,7 @@ def test_grouped_matches_reference(name, dtype, band, monkeypatch):
     N, C, H, W, K, groups, kernel, stride, pad, dil = GROUPED[name]
     if band == "four_rows":
         monkeypatch.setattr(conv_mod, "_SMALL_BAND_BYTES", 1)
-    calls = []
-    real = kconv.grouped_forward
-    monkeypatch.setattr(conv_mod._conv, "grouped_forward",
-                        lambda *a: calls.append(1) or real(*a))
+    calls = spy_kernel(monkeypatch, "grouped_forward")
     rng = np.random.default_rng(len(name) + 1)
     x = random(rng, (N, C, H, W), dtype)
     w = random(rng, (K, C // groups) + kernel, dtype)

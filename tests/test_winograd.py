@@ -10,25 +10,16 @@ import pytest
 
 import cyconv
 import reference as ref
-from conftest import assert_close, random
+from conftest import assert_close, random, spy_kernel
 from cyconv import _workspace
 from cyconv import conv as conv_mod
-from cyconv._kernels import conv as kconv
 
 
 @pytest.fixture
 def winograd(monkeypatch):
     """Winograd for any channel count; count the kernel's calls."""
     monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 1)
-    calls = []
-    real = kconv.winograd_forward
-
-    def spy(*args):
-        calls.append(args[0].shape)
-        return real(*args)
-
-    monkeypatch.setattr(conv_mod._conv, "winograd_forward", spy)
-    return calls
+    return spy_kernel(monkeypatch, "winograd_forward")
 
 
 # (N, C_in, H, W, C_out, padding, dilation)

@@ -982,6 +982,37 @@ cdef void _small_block(const floating* xb, const Py_ssize_t* toff, Py_ssize_t nt
         out[3 * DQ + q] = a3[q]
 
 
+cdef void _copy_band(const floating* xc, Py_ssize_t nc, Py_ssize_t H, Py_ssize_t W,
+                     Py_ssize_t row0, Py_ssize_t BR, Py_ssize_t sw, Py_ssize_t pl,
+                     Py_ssize_t plen, floating* band) noexcept nogil:
+    """band (nc, BR, sw, plen) <- rows row0 .. row0 + BR - 1 of the nc planes
+    (H, W) at xc, zero padded (input row ih = row0 + r, column
+    iw = m * sw + p - pl)."""
+    cdef Py_ssize_t rowlen = sw * plen
+    cdef Py_ssize_t c, r, ih, p, m, iw
+    cdef Py_ssize_t lo = min(plen, max(0, pl))
+    cdef Py_ssize_t hi = max(lo, min(plen, pl + W))
+    cdef floating* dst
+    cdef const floating* src
+    for c in range(nc):
+        for r in range(BR):
+            dst = band + (c * BR + r) * rowlen
+            ih = row0 + r
+            if ih < 0 or ih >= H:
+                memset(dst, 0, rowlen * sizeof(floating))
+                continue
+            src = xc + (c * H + ih) * W
+            if sw == 1:
+                memset(dst, 0, lo * sizeof(floating))
+                memcpy(dst + lo, src + lo - pl, (hi - lo) * sizeof(floating))
+                memset(dst + hi, 0, (plen - hi) * sizeof(floating))
+            else:
+                for p in range(sw):
+                    for m in range(plen):
+                        iw = m * sw + p - pl
+                        dst[p * plen + m] = src[iw] if 0 <= iw < W else 0
+
+
 def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                   const floating[:, ::1] w,         # in (C_out rounded up to DCO, C*kh*kw)
                   const floating[::1] bias,         # in (C_out,) or (0,)
@@ -1002,11 +1033,9 @@ def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
     cdef Py_ssize_t nbands = (Ho + BH - 1) // BH
     cdef Py_ssize_t band_len = C * BR * rowlen
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t item, n, oh0, oh1, c, r, ih, p, m, iw, lo, hi, cb, co, o, oh, qi, q, nv
+    cdef Py_ssize_t item, n, oh0, oh1, cb, co, o, oh, qi, q, nv
     cdef floating* band = NULL
     cdef floating* blk = NULL
-    cdef floating* dst
-    cdef const floating* src
     cdef floating* yr
     cdef floating bv
     if N == 0 or Ho == 0 or Wo == 0:
@@ -1019,25 +1048,7 @@ def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
             oh0 = (item % nbands) * BH
             oh1 = min(Ho, oh0 + BH)
             # the band's input rows, zero padded and split into phases
-            for c in range(C):
-                for r in range(BR):
-                    dst = band + (c * BR + r) * rowlen
-                    ih = oh0 * sh + r - pt
-                    if ih < 0 or ih >= H or r > (oh1 - 1 - oh0) * sh + (kh - 1) * dh:
-                        memset(dst, 0, rowlen * sizeof(floating))
-                        continue
-                    src = &x[n, c, ih, 0]
-                    if sw == 1:
-                        lo = min(plen, max(0, pl))           # padded column of input 0
-                        hi = max(lo, min(plen, pl + W))
-                        memset(dst, 0, lo * sizeof(floating))
-                        memcpy(dst + lo, src + lo - pl, (hi - lo) * sizeof(floating))
-                        memset(dst + hi, 0, (plen - hi) * sizeof(floating))
-                    else:
-                        for p in range(sw):
-                            for m in range(plen):
-                                iw = m * sw + p - pl
-                                dst[p * plen + m] = src[iw] if 0 <= iw < W else 0
+            _copy_band(&x[n, 0, 0, 0], C, H, W, oh0 * sh - pt, BR, sw, pl, plen, band)
             for cb in range((C_out + DCO - 1) // DCO):
                 co = cb * DCO
                 for oh in range(oh0, oh1):
@@ -1116,11 +1127,9 @@ def grouped_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
     cdef Py_ssize_t nbands = (Ho + BH - 1) // BH
     cdef Py_ssize_t band_len = Cg * BR * rowlen
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t item, n, grp, oh0, oh1, c, r, ih, p, m, iw, lo, hi, k, o, ob, oh, qi, q, nv
+    cdef Py_ssize_t item, n, grp, oh0, oh1, k, o, ob, oh, qi, q, nv
     cdef floating* band = NULL
     cdef floating* blk = NULL
-    cdef floating* dst
-    cdef const floating* src
     cdef floating* yr
     cdef floating bv
     if N == 0 or Ho == 0 or Wo == 0:
@@ -1133,25 +1142,8 @@ def grouped_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
             grp = (item // nbands) % groups
             oh0 = (item % nbands) * BH
             oh1 = min(Ho, oh0 + BH)
-            for c in range(Cg):
-                for r in range(BR):
-                    dst = band + (c * BR + r) * rowlen
-                    ih = oh0 * sh + r - pt
-                    if ih < 0 or ih >= H:
-                        memset(dst, 0, rowlen * sizeof(floating))
-                        continue
-                    src = &x[n, grp * Cg + c, ih, 0]
-                    if sw == 1:
-                        lo = min(plen, max(0, pl))
-                        hi = max(lo, min(plen, pl + W))
-                        memset(dst, 0, lo * sizeof(floating))
-                        memcpy(dst + lo, src + lo - pl, (hi - lo) * sizeof(floating))
-                        memset(dst + hi, 0, (plen - hi) * sizeof(floating))
-                    else:
-                        for p in range(sw):
-                            for m in range(plen):
-                                iw = m * sw + p - pl
-                                dst[p * plen + m] = src[iw] if 0 <= iw < W else 0
+            _copy_band(&x[n, grp * Cg, 0, 0], Cg, H, W, oh0 * sh - pt, BR, sw, pl, plen,
+                       band)
             for k in range(grp * Kg, grp * Kg + Kg):
                 bv = bias[k] if has_bias else 0
                 for ob in range((oh1 - oh0 + 3) // 4):
