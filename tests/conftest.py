@@ -37,12 +37,14 @@ def random(rng, shape, dtype=np.float32):
 def workspace_mode(request, monkeypatch):
     """Force the kernels' tiling paths: several tiles per image (splitting
     rows, or whole-row bands for the parallel col2im), one partial bucket
-    per tile or accumulation in place; or im2col + GEMM where conv2d would
-    take a specialised forward kernel (few input channels, Winograd)."""
+    per tile or accumulation in place; or im2col + GEMM (and col2im) where
+    conv2d and its backward would take a specialised kernel (few input
+    channels, Winograd, depthwise)."""
     if request.param == "im2col":
         from cyconv import conv
         monkeypatch.setattr(conv, "SMALL_MAX_CHANNELS", 0)
         monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1 << 30)
+        monkeypatch.setattr(conv, "_uses_direct", lambda geo: False)
     if request.param == "tiles3":
         monkeypatch.setattr(_workspace, "tile_size", lambda k, n, i: min(n, 3))
         monkeypatch.setattr(_workspace, "PARTIAL_BYTES", 1)

@@ -434,6 +434,101 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] x,   # in
             dst[e] = s
 
 
+cdef enum:
+    DOTW = 16   # lanes of the vectorised dot products in _tap_sum
+
+
+cdef floating _tap_sum(const floating* xn, const floating* gn, const Geom* g,
+                       Py_ssize_t a, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
+    """sum over output positions o of gy[o] * x[o * s - p + (a, i, j) * d]
+    for one input plane xn (D, H, W) and grad_output plane gn (Do, Ho, Wo);
+    positions whose input falls in the padding add nothing.  The sum runs in
+    DOTW lanes (lane q takes the columns q, q + DOTW, ...: the compiler
+    vectorises that, not a single running sum), added up at the end in lane
+    order."""
+    cdef floating acc[DOTW]
+    cdef Py_ssize_t od, oh, q, ow, ob, idd, ih
+    cdef Py_ssize_t offd = a * g.dd - g.pd, offh = i * g.dh - g.ph, offw = j * g.dw - g.pw
+    cdef Py_ssize_t d0 = _first_at_least(-offd, g.sd)
+    cdef Py_ssize_t d1 = _end_at_most(g.D - 1 - offd, g.sd, g.Do)
+    cdef Py_ssize_t h0 = _first_at_least(-offh, g.sh)
+    cdef Py_ssize_t h1 = _end_at_most(g.H - 1 - offh, g.sh, g.Ho)
+    cdef Py_ssize_t w0 = _first_at_least(-offw, g.sw)
+    cdef Py_ssize_t w1 = _end_at_most(g.W - 1 - offw, g.sw, g.Wo)
+    cdef Py_ssize_t nfull = (w1 - w0) // DOTW * DOTW if w1 > w0 else 0
+    cdef const floating* gr
+    cdef const floating* xr
+    cdef floating s = 0
+    for q in range(DOTW):
+        acc[q] = 0
+    for od in range(d0, d1):
+        idd = od * g.sd + offd
+        for oh in range(h0, h1):
+            ih = oh * g.sh + offh
+            gr = gn + (od * g.Ho + oh) * g.Wo + w0
+            xr = xn + (idd * g.H + ih) * g.W + w0 * g.sw + offw
+            if g.sw == 1:
+                for ob in range(nfull // DOTW):
+                    ow = ob * DOTW
+                    for q in range(DOTW):
+                        acc[q] += gr[ow + q] * xr[ow + q]
+            else:
+                for ob in range(nfull // DOTW):
+                    ow = ob * DOTW
+                    for q in range(DOTW):
+                        acc[q] += gr[ow + q] * xr[(ow + q) * g.sw]
+            for ow in range(nfull, w1 - w0):   # fewer than DOTW: lanes 0, 1, ...
+                acc[ow - nfull] += gr[ow] * xr[ow * g.sw]
+    for q in range(DOTW):
+        s += acc[q]
+    return s
+
+
+def direct_backward_weight(const floating[:, :, :, :, ::1] x,   # in (N, C, D, H, W)
+                           const floating[:, :, ::1] gy,        # in (N, C_out, L)
+                           floating[:, ::1] gw,                 # out (C_out, kd*kh*kw)
+                           floating[:, :, ::1] partial,         # scratch (P, C_out, taps)
+                           const Py_ssize_t[::1] geo, Py_ssize_t groups,
+                           int num_threads):
+    """Weight gradient of a convolution with one input channel per group
+    (depthwise, channel multiplier) without im2col: each tap of each output
+    channel is a dot product of its grad_output plane with the shifted
+    input plane (_tap_sum).
+
+    The samples are split into P = partial.shape[0] contiguous buckets, a
+    function of the shape only; work item (bucket, channel) sums its samples
+    in order, and the buckets are then added in order, so the result is the
+    same for any number of threads."""
+    cdef Geom g = _geom(x.shape, False, groups, geo)
+    cdef Py_ssize_t N = x.shape[0], C_out = gw.shape[0], ntap = gw.shape[1]
+    cdef Py_ssize_t Kg = C_out // groups
+    cdef Py_ssize_t P = partial.shape[0]
+    cdef Py_ssize_t item, bucket, k, n, t, a, i, j, plane = g.D * g.H * g.W
+    cdef floating* dst
+    cdef floating s
+    with nogil:
+        for item in prange(P * C_out, schedule="static", num_threads=num_threads):
+            bucket = item // C_out
+            k = item % C_out
+            dst = &partial[bucket, k, 0]
+            for t in range(ntap):
+                dst[t] = 0
+            for n in range(bucket * N // P, (bucket + 1) * N // P):
+                t = 0
+                for a in range(g.kd):
+                    for i in range(g.kh):
+                        for j in range(g.kw):
+                            dst[t] += _tap_sum(&x[n, 0, 0, 0, 0] + (k // Kg) * plane,
+                                               &gy[n, k, 0], &g, a, i, j)
+                            t = t + 1
+        for k in range(C_out):
+            for t in range(ntap):
+                s = 0
+                for bucket in range(P):
+                    s = s + partial[bucket, k, t]
+                gw[k, t] = s
+
+
 # --------------------------------------------------------------------------
 # Backward: input gradient (also the forward pass of transposed convolution)
 # --------------------------------------------------------------------------
@@ -740,7 +835,7 @@ cdef bint _wino_input(const floating* xn, const Wino* g, Py_ssize_t ty0, Py_ssiz
     cdef Py_ssize_t nbi = b1 - b0
     cdef Py_ssize_t dw = g.dw
     cdef Py_ssize_t step = g.C * g.T
-    cdef Py_ssize_t c, ty, iy0, iy, i, q, p, b, m, c0, nb, plen, x0, lo, hi, ix, n
+    cdef Py_ssize_t c, ty, iy0, iy, i, q, p, b, m, c0, nb, plen, x0, lo, hi, n
     cdef floating* vi
     cdef const floating* src
     cdef floating a, e, f, h
@@ -766,11 +861,20 @@ cdef bint _wino_input(const floating* xn, const Wino* g, Py_ssize_t ty0, Py_ssiz
                         memset(&r[i][0], 0, lo * sizeof(floating))
                         memcpy(&r[i][lo], src + x0 + lo, (hi - lo) * sizeof(floating))
                         memset(&r[i][hi], 0, (n - hi) * sizeof(floating))
-                    else:
+                    else:   # phase p: columns m in [lo, hi) are inside the row
                         for p in range(dw):
-                            for m in range(plen):
-                                ix = x0 + m * dw + p
-                                r[i][p * plen + m] = src[ix] if 0 <= ix < g.W else 0
+                            lo = min(plen, _first_at_least(-x0 - p, dw))
+                            hi = max(lo, _end_at_most(g.W - 1 - x0 - p, dw, plen))
+                            for m in range(lo):
+                                r[i][p * plen + m] = 0
+                            for m in range(hi, plen):
+                                r[i][p * plen + m] = 0
+                            if dw == 2:   # a constant stride: vectorised
+                                for m in range(lo, hi):
+                                    r[i][p * plen + m] = src[x0 + p + 2 * m]
+                            else:
+                                for m in range(lo, hi):
+                                    r[i][p * plen + m] = src[x0 + p + m * dw]
                 for q in range(n):   # B^T d, down the columns
                     a = r[0][q]
                     e = r[1][q]
@@ -852,6 +956,20 @@ cdef void _wino_output(const floating* M, const Wino* g, Py_ssize_t ty0, Py_ssiz
                     c0 += nb
 
 
+cdef Wino _wino_geom(Py_ssize_t* xshape, Py_ssize_t K, const Py_ssize_t[::1] geo) noexcept:
+    """The Wino of input x (N, C, H, W) with K output channels; geo is
+    (ph, pw, dh, dw, Ho, Wo, R, Bc)."""
+    cdef Wino g
+    g.C = xshape[1]; g.H = xshape[2]; g.W = xshape[3]; g.K = K
+    g.ph = geo[0]; g.pw = geo[1]; g.dh = geo[2]; g.dw = geo[3]
+    g.Ho = geo[4]; g.Wo = geo[5]; g.R = geo[6]; g.Bc = geo[7]
+    g.nbh = (g.Ho + 2 * g.dh - 1) // (2 * g.dh)
+    g.nbw = (g.Wo + 2 * g.dw - 1) // (2 * g.dw)
+    g.T = g.R * g.dw * g.Bc
+    g.cb = min(<Py_ssize_t> WCB, (WROW // g.dw - 2) // 2)
+    return g
+
+
 def winograd_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                      const floating[:, :, ::1] u,      # in (16, K, C): G g G^T
                      const floating[::1] bias,         # in (K,) or (0,)
@@ -861,15 +979,8 @@ def winograd_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                      int num_threads):
     """Winograd F(2x2, 3x3) forward; returns the number of work items that
     read an inf or NaN (their output is then not the convolution's)."""
-    cdef Wino g
+    cdef Wino g = _wino_geom(x.shape, u.shape[1], geo)
     cdef Py_ssize_t N = x.shape[0]
-    g.C = x.shape[1]; g.H = x.shape[2]; g.W = x.shape[3]; g.K = u.shape[1]
-    g.ph = geo[0]; g.pw = geo[1]; g.dh = geo[2]; g.dw = geo[3]
-    g.Ho = geo[4]; g.Wo = geo[5]; g.R = geo[6]; g.Bc = geo[7]
-    g.nbh = (g.Ho + 2 * g.dh - 1) // (2 * g.dh)
-    g.nbw = (g.Wo + 2 * g.dw - 1) // (2 * g.dw)
-    g.T = g.R * g.dw * g.Bc
-    g.cb = min(<Py_ssize_t> WCB, (WROW // g.dw - 2) // 2)
     cdef Py_ssize_t TH = g.nbh * g.dh
     cdef Py_ssize_t nrg = (TH + g.R - 1) // g.R, ncg = (g.nbw + g.Bc - 1) // g.Bc
     cdef Py_ssize_t nitems = N * nrg * ncg
@@ -901,6 +1012,151 @@ def winograd_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                      <int> g.T)
             _wino_output(Mb, &g, ty0, ty1, b0, b1, &bias[0] if has_bias else NULL,
                          has_bias, &y[n, 0, 0])
+    return bad
+
+
+cdef bint _wino_grad(const floating* gn, const Wino* g, Py_ssize_t ty0, Py_ssize_t ty1,
+                     Py_ssize_t b0, Py_ssize_t b1, floating* Gm) noexcept nogil:
+    """Gm (16, K, T) <- A dy A^T for the item's tiles (the adjoint of the
+    output transform; outputs past the edge are zero).  Returns True when a
+    grad_output value read is inf or NaN."""
+    cdef floating e[4][WCB]   # dy of the tile: (row 0, col 0), (0, 1), (1, 0), (1, 1)
+    cdef floating t[4][WCB]   # A dy: rows 0 + 1 (cols 0, 1), rows 0 - 1 (cols 0, 1)
+    cdef const floating* u0
+    cdef const floating* u1
+    cdef floating sg
+    cdef Py_ssize_t i
+    cdef Py_ssize_t nbi = b1 - b0
+    cdef Py_ssize_t KT = g.K * g.T
+    cdef Py_ssize_t dw = g.dw
+    cdef Py_ssize_t s = 2 * dw
+    cdef Py_ssize_t k, ty, oy, p, ox, b, r, c0, nb, nin, x0
+    cdef const floating* row
+    cdef floating* d
+    cdef int bad = 0
+    for k in range(g.K):
+        for ty in range(ty0, ty1):
+            oy = (ty // g.dh) * 2 * g.dh + ty % g.dh
+            for p in range(dw):
+                c0 = b0
+                while c0 < b1:
+                    nb = min(b1, c0 + WCB) - c0
+                    ox = c0 * s + p
+                    for r in range(2):
+                        if oy + r * g.dh >= g.Ho:
+                            for b in range(nb):
+                                e[2 * r][b] = 0
+                                e[2 * r + 1][b] = 0
+                            continue
+                        row = gn + (k * g.Ho + oy + r * g.dh) * g.Wo + ox
+                        # blocks whose both columns are inside, then the rest
+                        nin = min(nb, max(0, (g.Wo - dw - ox + s - 1) // s))
+                        if dw == 1:
+                            for b in range(nin):
+                                e[2 * r][b] = row[2 * b]
+                                e[2 * r + 1][b] = row[2 * b + 1]
+                        else:
+                            for b in range(nin):
+                                e[2 * r][b] = row[b * s]
+                                e[2 * r + 1][b] = row[b * s + dw]
+                        for b in range(nin, nb):
+                            x0 = ox + b * s
+                            e[2 * r][b] = row[b * s] if x0 < g.Wo else 0
+                            e[2 * r + 1][b] = row[b * s + dw] if x0 + dw < g.Wo else 0
+                    for b in range(nb):   # inf or NaN: the products would hide it
+                        if (e[0][b] + e[1][b] + e[2][b] + e[3][b]) * 0 != 0:
+                            bad = 1
+                    for b in range(nb):   # A dy, down the two columns
+                        t[0][b] = e[0][b] + e[2][b]
+                        t[1][b] = e[1][b] + e[3][b]
+                        t[2][b] = e[0][b] - e[2][b]
+                        t[3][b] = e[1][b] - e[3][b]
+                    # (A dy) A^T, along the rows: one loop per output stream
+                    d = Gm + k * g.T + ((ty - ty0) * dw + p) * nbi + c0 - b0
+                    for i in range(4):
+                        u0 = &e[0][0] if i == 0 else (&t[0][0] if i == 1 else (
+                            &t[2][0] if i == 2 else &e[2][0]))
+                        u1 = &e[1][0] if i == 0 else (&t[1][0] if i == 1 else (
+                            &t[3][0] if i == 2 else &e[3][0]))
+                        sg = -1 if i == 3 else 1
+                        for b in range(nb):
+                            d[b] = sg * u0[b]
+                        d += KT
+                        for b in range(nb):
+                            d[b] = sg * (u0[b] + u1[b])
+                        d += KT
+                        for b in range(nb):
+                            d[b] = sg * (u0[b] - u1[b])
+                        d += KT
+                        for b in range(nb):
+                            d[b] = -sg * u1[b]
+                        d += KT
+                    c0 += nb
+    return bad != 0
+
+
+def winograd_backward_weight(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
+                             const floating[:, :, ::1] gy,     # in (N, K, Ho * Wo)
+                             floating[:, ::1] partial,         # scratch (P, 16 K C)
+                             floating[:, :, ::1] du,           # out (16, K, C)
+                             const Py_ssize_t[::1] geo,        # as winograd_forward
+                             floating[:, ::1] ws,              # scratch (threads, 16 (C + K) T)
+                             int num_threads):
+    """Winograd F(2x2, 3x3) weight gradient in the transformed domain:
+    du_j = sum over tiles of (A dy A^T)_j (B^T d B)_j^T, 16 GEMMs per work
+    item (the same items as winograd_forward); the weight gradient is then
+    G^T du G.  The items are split into P = partial.shape[0] contiguous
+    buckets, a function of the shape only, summed in order into their own
+    partials and then added in bucket order (P == 1: straight into du), so
+    the result does not depend on the thread count.  Returns the number of
+    items that read an inf or NaN (du is then not the gradient's)."""
+    cdef Wino g = _wino_geom(x.shape, gy.shape[1], geo)
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t TH = g.nbh * g.dh
+    cdef Py_ssize_t nrg = (TH + g.R - 1) // g.R, ncg = (g.nbw + g.Bc - 1) // g.Bc
+    cdef Py_ssize_t nitems = N * nrg * ncg
+    cdef Py_ssize_t P = partial.shape[0] if partial.shape[0] > 1 else 1
+    cdef Py_ssize_t KC = g.K * g.C
+    cdef Py_ssize_t bucket, item, n, rg, cg, ty0, ty1, b0, b1, ti, j, e, q
+    cdef Py_ssize_t bad = 0
+    cdef floating* V = NULL
+    cdef floating* Gm = NULL
+    cdef floating* dst
+    cdef floating sm
+    if nitems == 0 or g.Ho == 0 or g.Wo == 0:
+        du[:, :, :] = 0
+        return 0
+    with nogil, parallel(num_threads=num_threads):
+        V = &ws[cyconv_thread_num(), 0]
+        Gm = V + 16 * g.C * g.T
+        for bucket in prange(P, schedule="static"):
+            dst = &partial[bucket, 0] if P > 1 else &du[0, 0, 0]
+            memset(dst, 0, 16 * KC * sizeof(floating))
+            for item in range(bucket * nitems // P, (bucket + 1) * nitems // P):
+                n = item // (nrg * ncg)
+                rg = (item // ncg) % nrg
+                cg = item % ncg
+                ty0 = rg * g.R
+                ty1 = min(TH, ty0 + g.R)
+                b0 = cg * g.Bc
+                b1 = min(g.nbw, b0 + g.Bc)
+                ti = (ty1 - ty0) * g.dw * (b1 - b0)
+                if _wino_input(&x[n, 0, 0, 0], &g, ty0, ty1, b0, b1, V):
+                    bad += 1
+                if _wino_grad(&gy[n, 0, 0], &g, ty0, ty1, b0, b1, Gm):
+                    bad += 1
+                for j in range(16):
+                    # du_j (K x C) += Gm_j (K x ti) @ V_j^T (ti x C)
+                    gemm(False, True, <int> g.K, <int> g.C, <int> ti, 1,
+                         Gm + j * g.K * g.T, <int> g.T, V + j * g.C * g.T, <int> g.T, 1,
+                         dst + j * KC, <int> g.C)
+    if P > 1:
+        dst = &du[0, 0, 0]
+        for e in prange(16 * KC, nogil=True, schedule="static", num_threads=num_threads):
+            sm = 0
+            for q in range(P):
+                sm = sm + partial[q, e]
+            dst[e] = sm
     return bad
 
 
