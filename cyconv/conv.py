@@ -380,7 +380,7 @@ def _backward_input(geo, gy, w2, pads, shape):
 # negative).  Measured at 2 threads (AVX-512): vgg_3x3 input gradient
 # 14.7 -> 8.9 ms, dilated_3x3 14.3 -> 11.6 ms, depthwise_3x3 7.2 -> 3.2 ms.
 
-def _adjoint_geometry(geo, pads, shape):
+def _adjoint_geometry(geo, pads, shape, dtype):
     """The forward geometry whose output is the kernel input's gradient
     (``shape``, channels first), or None where no fast path applies."""
     if geo.channels_last or any(s != 1 for s in geo.stride):
@@ -392,7 +392,7 @@ def _adjoint_geometry(geo, pads, shape):
         return None
     adj = replace(geo, C_in=geo.C_out, C_out=geo.C_in, spatial=tuple(geo.out_spatial),
                   pads=apads, out_spatial=tuple(shape[2:]), padding_mode="zeros")
-    if _uses_winograd(adj, np.float32) or (_uses_direct(adj) and adj.nd <= 2):
+    if _uses_winograd(adj, dtype) or (_uses_direct(adj) and adj.nd <= 2):
         return adj
     return None
 
@@ -411,7 +411,7 @@ def _input_grad(geo, gy, weight, dtype, pads, shape):
     """Gradient of the kernel input (``shape``) from grad_output (N, ., .):
     a forward convolution where _adjoint_geometry finds a fast path, else
     GEMM + col2im."""
-    adj = _adjoint_geometry(geo, pads, shape)
+    adj = _adjoint_geometry(geo, pads, shape, dtype)
     if adj is None:
         return _backward_input(geo, gy, _weight_matrix(weight, dtype, geo.channels_last),
                                pads, shape)
