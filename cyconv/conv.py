@@ -337,7 +337,11 @@ def _backward_weight(geo, xk, pads, gy):
         _conv.direct_backward_weight(P.view5(xk, geo.nd, False), gy, gw2, partial,
                                      _launch(geo, pads)[0], geo.groups,
                                      min(get_num_threads(), P_ * geo.C_out))
-        return gw2
+        # The kernel skips taps in the zero padding, where the definition
+        # multiplies 0 by grad_output: the same unless grad_output holds inf
+        # or NaN, which always leaves a non-finite tap; im2col then recomputes.
+        if np.isfinite(gw2).all():
+            return gw2
     L = int(np.prod(geo.out_spatial))
     tile = _workspace.tile_size(K, L, dtype.itemsize)
     nb = _workspace.buckets(geo.N * -(-L // tile), geo.C_out * K * dtype.itemsize)
@@ -411,7 +415,9 @@ def _input_grad(geo, gy, weight, dtype, pads, shape):
     """Gradient of the kernel input (``shape``) from grad_output (N, ., .):
     a forward convolution where _adjoint_geometry finds a fast path, else
     GEMM + col2im."""
-    adj = _adjoint_geometry(geo, pads, shape, dtype)
+    # the adjoint also multiplies the weights by grad_output's zero padding,
+    # which adds nothing only while every weight is finite
+    adj = _adjoint_geometry(geo, pads, shape, dtype) if np.isfinite(weight).all() else None
     if adj is None:
         return _backward_input(geo, gy, _weight_matrix(weight, dtype, geo.channels_last),
                                pads, shape)

@@ -205,3 +205,26 @@ def test_inputs_are_not_modified(small_winograd):
     cyconv.conv2d_backward(gy, x, w, padding=1)
     for a, c in zip((x, w, gy), copies):
         assert np.array_equal(a, c)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")   # the reference's NaNs
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("where", ["weight", "grad_output"])
+def test_inf_at_the_border_matches_the_definition(where, groups, small_winograd):
+    """An inf weight or grad_output next to the zero padding: the paths that
+    skip or add padding taps must give the definition's inf/NaN pattern."""
+    rng = np.random.default_rng(8)
+    x = random(rng, (2, 4, 7, 6), np.float64)
+    w = random(rng, (4, 4 // groups, 3, 3), np.float64)
+    gy = random(rng, (2, 4, 7, 6), np.float64)
+    if where == "weight":
+        w[1, 0, 0, 2] = np.inf
+    else:
+        gy[1, 2, 0, 5] = np.inf
+    g = cyconv.conv2d_backward(gy, x, w, padding=1, groups=groups)
+    rx, rw, _ = ref.conv_nd_backward(gy, x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
+    for a, r in ((g.input, rx), (g.weight, rw)):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(r))
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(r))
+        finite = np.isfinite(r)
+        np.testing.assert_allclose(a[finite], r[finite], rtol=1e-10, atol=1e-10)
