@@ -4,7 +4,8 @@ Fresh memory is slow to touch the first time (page faults), so each calling
 Python thread keeps its scratch buffers and reuses them; they grow to the
 largest request seen, which the limits below bound whatever the batch size:
 
-* im2col tiles: at most TILE_BYTES per OpenMP thread;
+* im2col tiles: at most TILE_BYTES per OpenMP thread (Winograd F(4x4, 3x3)
+  items: WINOGRAD4_BYTES);
 * weight-gradient partial sums: at most PARTIAL_BYTES per call, in at most
   MAX_BUCKETS buckets (none when the weights alone exceed that).
 """
@@ -13,6 +14,7 @@ import threading
 import numpy as np
 
 TILE_BYTES = 1 << 20      # 1 MiB of im2col columns per thread (about one L2)
+WINOGRAD4_BYTES = 4 << 20  # 4 MiB per thread for a Winograd F(4x4, 3x3) item
 PARTIAL_BYTES = 16 << 20  # 16 MiB of partial weight gradients per call
 MAX_BUCKETS = 16
 
@@ -39,10 +41,13 @@ def tile_size(k, length, itemsize):
     return max(1, min(length, TILE_BYTES // max(1, k * itemsize)))
 
 
-def winograd_tiles(c, k, itemsize):
-    """Tiles per Winograd work item: its transformed input (16, c, T) and
-    products (16, k, T) within TILE_BYTES.  A function of the shape only."""
-    return max(1, TILE_BYTES // (16 * (c + k) * itemsize))
+def winograd_tiles(c, k, itemsize, a2=16):
+    """Tiles per Winograd work item: its transformed input (a2, c, T) and
+    products (a2, k, T) within TILE_BYTES for F(2x2, 3x3) (a2 = 16), within
+    WINOGRAD4_BYTES for F(4x4, 3x3) (a2 = 36; its GEMMs need more tiles).
+    A function of the shape only."""
+    budget = TILE_BYTES if a2 == 16 else WINOGRAD4_BYTES
+    return max(1, budget // (a2 * (c + k) * itemsize))
 
 
 def row_aligned(tile, row):

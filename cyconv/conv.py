@@ -124,13 +124,18 @@ def _uses_direct(geo):
 # output tile and channel pair where im2col + GEMM does 36; the transforms
 # around its 16 GEMMs cost O(C) per tile, so it pays once both channel counts
 # are a few dozen.  It is used for 2-D channels-first convolutions with a 3x3
-# kernel, stride 1, any dilation and padding, groups 1, and
-# WINOGRAD_MIN_CHANNELS <= C_in, C_out with at least WINOGRAD_MIN_TILES
-# tiles per work item inside the workspace budget.  Its rounding differs
+# kernel, stride 1, any dilation and padding, groups 1,
+# WINOGRAD_MIN_CHANNELS <= C_in, C_out, at least WINOGRAD_MIN_OUTPUTS output
+# pixels per channel, and at least WINOGRAD_MIN_TILES tiles per work item
+# inside the workspace budget.  Measured at 1 thread (AVX-512), ms, F(2x2) /
+# F(4x4) / im2col: 64 channels at 56x56 14.7 / 10.3 / 26.6, at 28x28
+# 6.9 / 5.0 / 7.8, at 14x14 2.9 / 3.3 / 2.6; 256 channels at 14x14
+# 32.2 / 46.3 / 23.6.  Its rounding differs
 # from the direct sum's by a few units in the last place (the transforms add
 # and subtract inputs and products).  Inputs or weights with inf or NaN fall
 # back to im2col, which propagates them as the definition does.
 WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_OUTPUTS = 400   # 14 x 14 outputs: im2col + GEMM measured faster
 WINOGRAD_MIN_TILES = 32
 WINOGRAD_MAX_DILATION = 16   # the kernel's row chunks hold 2 * 31 + 2 columns per phase
 
@@ -139,42 +144,76 @@ def _uses_winograd(geo, dtype):
             and tuple(geo.kernel) == (3, 3) and tuple(geo.stride) == (1, 1)
             and max(geo.dilation) <= WINOGRAD_MAX_DILATION
             and min(geo.C_in, geo.C_out) >= WINOGRAD_MIN_CHANNELS
+            and int(np.prod(geo.out_spatial)) >= WINOGRAD_MIN_OUTPUTS
             and 16 * (geo.C_in + geo.C_out) * np.dtype(dtype).itemsize * WINOGRAD_MIN_TILES
             <= _workspace.TILE_BYTES)
 
 
-def _winograd_tiling(geo, pads, dtype, N):
-    """(geo array, work items, tiles per item) of the Winograd kernels for
-    N samples: R tile rows x Bc column blocks per item, a function of the
-    shape only."""
+# F(4x4, 3x3) does 36 products per 4x4 tile (2.25 per output, F(2x2, 3x3)
+# does 4) and its transforms about twice as many additions per output.  It
+# is used where both channel counts reach WINOGRAD4_MIN_CHANNELS and its 36
+# transformed weight matrices fit WINOGRAD4_MAX_WEIGHT_BYTES (every work
+# item streams all of them; beyond that F(2x2, 3x3) measured faster), with
+# work items of up to _workspace.WINOGRAD4_BYTES (its 36 GEMMs per item
+# need more tiles than F(2x2)'s 16 to run at the GEMM's speed).
+WINOGRAD4_MIN_CHANNELS = 16
+WINOGRAD4_MAX_WEIGHT_BYTES = 4 << 20
+_WINO4_MAX_TILES = 256   # W4MAX of _conv_impl.pxi
+_WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+_WINO_G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+
+
+def _uses_winograd4(geo, itemsize):
+    return (min(geo.C_in, geo.C_out) >= WINOGRAD4_MIN_CHANNELS
+            and 36 * geo.C_in * geo.C_out * itemsize <= WINOGRAD4_MAX_WEIGHT_BYTES)
+
+
+def _winograd_tiling(geo, pads, dtype, N, m=2):
+    """(geo array, work items, tiles per item) of the Winograd F(m x m, 3x3)
+    kernels for N samples: R tile rows x Bc column blocks per item, a
+    function of the shape only."""
     (ph, _), (pw, _) = pads
     dh, dw = geo.dilation
     Ho, Wo = geo.out_spatial
-    nbh, nbw = -(-Ho // (2 * dh)), -(-Wo // (2 * dw))
-    T = _workspace.winograd_tiles(geo.C_in, geo.C_out, np.dtype(dtype).itemsize)
-    if nbw * dw <= T:
-        Bc, R = nbw, max(1, min(nbh * dh, T // (nbw * dw)))
+    nbh, nbw = -(-Ho // (m * dh)), -(-Wo // (m * dw))
+    T = _workspace.winograd_tiles(geo.C_in, geo.C_out, np.dtype(dtype).itemsize, (m + 2) ** 2)
+    spare = 1 if m == 4 else 0   # F(4x4): one spare tile per run of Bc (see _conv_impl.pxi)
+    if m == 4:
+        T = min(T, _WINO4_MAX_TILES)
+    if (nbw + spare) * dw <= T:
+        Bc, R = nbw, max(1, min(nbh * dh, T // ((nbw + spare) * dw)))
     else:
-        Bc, R = max(1, T // dw), 1
+        Bc, R = max(1, T // dw - spare), 1
     items = N * -(-(nbh * dh) // R) * -(-nbw // Bc)
-    return np.array((ph, pw, dh, dw, Ho, Wo, R, Bc), np.intp), items, R * dw * Bc
+    return (np.array((ph, pw, dh, dw, Ho, Wo, R, Bc, m), np.intp), items,
+            R * dw * (Bc + spare))
+
+
+def _winograd_weights(w, m):
+    """(a2, K, C) transformed weights G w G^T of F(m x m, 3x3), in double
+    precision, rounded once to w's dtype."""
+    G = _WINO_G4 if m == 4 else _WINO_G
+    a = G.shape[0]
+    with blas_single_threaded():   # no BLAS worker threads left spinning
+        u = np.einsum("ip,kcpq,jq->ijkc", G, w.astype(np.float64), G, optimize=True)
+    return np.ascontiguousarray(u.reshape(a * a, *w.shape[:2]), w.dtype)
 
 
 def _winograd_plan(geo, pads, w2):
-    """(U, pads) for winograd_forward, or None where it does not apply."""
+    """(U, pads, m) for winograd_forward, or None where it does not apply."""
     if not _uses_winograd(geo, w2.dtype) or not np.isfinite(w2).all():
         return None
-    u = np.empty((16, geo.C_out, geo.C_in), w2.dtype)
-    _conv.winograd_weights(w2.reshape(geo.C_out, geo.C_in, 3, 3), u)
-    return u, pads
+    m = 4 if _uses_winograd4(geo, w2.dtype.itemsize) else 2
+    return _winograd_weights(w2.reshape(geo.C_out, geo.C_in, 3, 3), m), pads, m
 
 
 def _winograd_block(geo, plan, xk, b, y):
     """Winograd forward of a block of samples; False when it read inf or NaN."""
-    u, pads = plan
-    arr, items, T = _winograd_tiling(geo, pads, u.dtype, xk.shape[0])
+    u, pads, m = plan
+    arr, items, T = _winograd_tiling(geo, pads, u.dtype, xk.shape[0], m)
     n = min(get_num_threads(), items)
-    ws = _workspace.scratch("col", (n, 16 * (geo.C_in + geo.C_out) * T), u.dtype)
+    ws = _workspace.scratch("col", (n, u.shape[0] * (geo.C_in + geo.C_out) * T), u.dtype)
     with blas_single_threaded():
         bad = _conv.winograd_forward(xk, u, b,
                                      _flat(y, geo, geo.C_out), arr, ws, n)
@@ -191,7 +230,6 @@ def _winograd_block(geo, plan, xk, b, y):
 # (AVX-512), medians: vgg_3x3 weight gradient 16.4 ms with im2col + GEMM,
 # 12.3 ms (dilated_3x3: 16.0 and 15.4 ms; its dilated rows are gathered).
 _WINOGRAD_WEIGHT_MIN_BUCKETS = 4
-_WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
 def _winograd_weight_grad(geo, xk, pads, gy):
@@ -215,8 +253,9 @@ def _winograd_weight_grad(geo, xk, pads, gy):
         bad = _conv.winograd_backward_weight(xk, gy, partial, du, arr, ws, n)
     if bad:
         return None
-    gw = np.einsum("ia,ijkc,jb->kcab", _WINO_G, du.reshape(4, 4, K, C), _WINO_G,
-                   optimize=True)
+    with blas_single_threaded():
+        gw = np.einsum("ia,ijkc,jb->kcab", _WINO_G, du.reshape(4, 4, K, C), _WINO_G,
+                       optimize=True)
     return gw.astype(dtype).reshape(K, C * 9)
 
 
@@ -598,13 +637,16 @@ def _conv_doc(nd):
     Output positions are processed in tiles: im2col of a tile into a
     per-thread workspace, then one GEMM through scipy's BLAS (single-threaded
     inside the OpenMP loop).  2-D channels-first 3x3 convolutions with stride
-    1 and at least 16 input and output channels use Winograd's F(2x2, 3x3)
-    instead (16 GEMMs on transformed tiles, 2.25x fewer multiplications; the
-    rounding differs from the direct sum's by a few units in the last place;
-    inputs with inf or NaN take the im2col path).  Beyond its input, output
-    and weights (and, for reflect/replicate/circular padding, a padded copy of
-    the input) a call uses at most 1 MiB of workspace per thread, whatever the
-    batch size.
+    1, at least 16 input and output channels and at least 400 output pixels
+    use Winograd's F(4x4, 3x3) instead (36 GEMMs on transformed tiles, 4x
+    fewer multiplications), or F(2x2, 3x3) (2.25x fewer) where the channel
+    counts are large; the rounding differs from the direct sum's by a few
+    units in the last place, and inputs with inf or NaN take the im2col path.
+    Beyond its input, output and weights (and, for reflect/replicate/circular
+    padding, a padded copy of the input) a call uses at most 1 MiB of
+    workspace per thread (4 MiB with F(4x4, 3x3); Winograd also holds its
+    transformed weights, 4 or 1.8 times the weights), whatever the batch
+    size.
 
     Examples
     --------

@@ -20,11 +20,14 @@ from cyconv import _workspace
 from cyconv import conv as conv_mod
 
 
-@pytest.fixture
-def small_winograd(monkeypatch):
-    """Winograd for any channel count, in small work items."""
+@pytest.fixture(params=[2, 4], ids=["F2", "F4"])
+def small_winograd(request, monkeypatch):
+    """Winograd for any channel count, in small work items; the forward
+    (and adjoint) with F(2x2, 3x3) or F(4x4, 3x3)."""
     monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(_workspace, "winograd_tiles", lambda c, k, i: 5)
+    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_OUTPUTS", 1)
+    monkeypatch.setattr(conv_mod, "WINOGRAD4_MIN_CHANNELS", 1 if request.param == 4 else 10**9)
+    monkeypatch.setattr(_workspace, "winograd_tiles", lambda c, k, i, a2=16: 5)
 
 
 def pads_nd(pad, nd):

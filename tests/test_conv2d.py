@@ -7,7 +7,7 @@ import pytest
 
 import cyconv
 import reference as ref
-from conftest import assert_close, random, to_first, to_last
+from conftest import assert_close, random, spy_kernel, to_first, to_last
 
 # id: (N, C_in, H, W, C_out, (kh, kw), stride, padding, dilation, groups, mode)
 CASES = {
@@ -302,13 +302,16 @@ def test_empty_batch():
     assert np.array_equal(g.bias, np.zeros(4, np.float32))
 
 
+def scratch_bytes():
+    """Bytes of this thread's reusable kernel scratch."""
+    from cyconv import _workspace
+    return sum(b.nbytes for b in getattr(_workspace._local, "bufs", {}).values())
+
+
 def test_large_batch_workspace_is_bounded():
     """Scratch memory stays within the documented budget and does not grow
     with the batch; results stay right across many tiles and buckets."""
     from cyconv import _workspace
-
-    def scratch_bytes():
-        return sum(b.nbytes for b in getattr(_workspace._local, "bufs", {}).values())
 
     rng = np.random.default_rng(9)
     w = random(rng, (16, 8, 3, 3))
@@ -324,6 +327,29 @@ def test_large_batch_workspace_is_bounded():
         assert_close(y[:2], ref.conv2d(x[:2], w, pads=((1, 1), (1, 1))), np.float32, "first")
         assert_close(y[-1:], ref.conv2d(x[-1:], w, pads=((1, 1), (1, 1))), np.float32, "last")
     assert sizes[0] == sizes[1]
+
+
+def test_winograd4_workspace_is_bounded(monkeypatch):
+    """The F(4x4, 3x3) path's scratch stays within WINOGRAD4_BYTES per
+    thread and does not grow with the batch."""
+    from cyconv import _params, _workspace
+    from cyconv import conv as conv_mod
+    calls = spy_kernel(monkeypatch, "winograd_forward")
+    rng = np.random.default_rng(10)
+    w = random(rng, (16, 16, 3, 3))
+    sizes = []
+    for N in (4, 16):
+        _workspace._local.bufs = {}
+        x = random(rng, (N, 16, 30, 30))
+        with cyconv.num_threads(2):
+            y = cyconv.conv2d(x, w, padding=1)
+        sizes.append(scratch_bytes())
+        assert sizes[-1] <= 2 * _workspace.WINOGRAD4_BYTES
+        assert_close(y[-1:], ref.conv2d(x[-1:], w, pads=((1, 1), (1, 1))), np.float32, "last")
+    assert calls and sizes[0] == sizes[1]
+    geo = _params.conv_geometry("conv", 2, x, w, None, 1, 1, 1, 1, padding_mode="zeros",
+                                channels_last=False)
+    assert conv_mod._uses_winograd(geo, np.float32) and conv_mod._uses_winograd4(geo, 4)
 
 
 def test_large_shape_against_torch():

@@ -1,9 +1,11 @@
-"""The Winograd F(2x2, 3x3) forward path of conv2d against tests/reference.py.
+"""The Winograd F(2x2, 3x3) and F(4x4, 3x3) forward paths of conv2d against
+tests/reference.py.
 
-conv2d takes it for channels-first 3x3 stride-1 convolutions with enough
-channels (cyconv.conv.WINOGRAD_MIN_CHANNELS); the tests lower that threshold
-and shrink the work items so small shapes cross every tile, chunk and edge
-case, and check that the path was really taken.
+conv2d takes them for channels-first 3x3 stride-1 convolutions with enough
+channels and outputs (cyconv.conv.WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_OUTPUTS,
+WINOGRAD4_MIN_CHANNELS); the tests lower those thresholds and shrink the work
+items so small shapes cross every tile, chunk and edge case, and check that
+the path was really taken with the tile size under test.
 """
 import numpy as np
 import pytest
@@ -15,11 +17,28 @@ from cyconv import _workspace
 from cyconv import conv as conv_mod
 
 
-@pytest.fixture
-def winograd(monkeypatch):
-    """Winograd for any channel count; count the kernel's calls."""
+@pytest.fixture(params=[2, 4], ids=["F2", "F4"])
+def winograd(request, monkeypatch):
+    """Winograd F(m x m, 3x3) for any channel count, m = 2 or 4; returns
+    (m, the tile sizes of the kernel's calls)."""
+    m = request.param
     monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 1)
-    return spy_kernel(monkeypatch, "winograd_forward")
+    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_OUTPUTS", 1)
+    monkeypatch.setattr(conv_mod, "WINOGRAD4_MIN_CHANNELS", 1 if m == 4 else 10**9)
+    calls = []
+    real = conv_mod._conv.winograd_forward
+
+    def spy(*args):
+        calls.append(int(args[4][8]))   # geo = (ph, pw, dh, dw, Ho, Wo, R, Bc, m)
+        return real(*args)
+
+    monkeypatch.setattr(conv_mod._conv, "winograd_forward", spy)
+    return m, calls
+
+
+def taken(winograd):
+    m, calls = winograd
+    return bool(calls) and set(calls) == {m}
 
 
 # (N, C_in, H, W, C_out, padding, dilation)
@@ -46,13 +65,13 @@ SHAPES = {
 def test_matches_reference(name, dtype, tiles, winograd, monkeypatch):
     N, C, H, W, K, pad, dil = SHAPES[name]
     if tiles is not None:
-        monkeypatch.setattr(_workspace, "winograd_tiles", lambda c, k, i: tiles)
+        monkeypatch.setattr(_workspace, "winograd_tiles", lambda c, k, i, a2=16: tiles)
     rng = np.random.default_rng(len(name) * 7 + (tiles or 0))
     x = random(rng, (N, C, H, W), dtype)
     w = random(rng, (K, C, 3, 3), dtype)
     b = random(rng, (K,), dtype)
     y = cyconv.conv2d(x, w, b, padding=pad, dilation=dil)
-    assert winograd, "the Winograd path was not taken"
+    assert taken(winograd), f"Winograd F({winograd[0]}) was not taken: {winograd[1]}"
     pads = ref_pads(pad)
     dil2 = (dil, dil) if np.isscalar(dil) else dil
     assert_close(y, ref.conv2d(x, w, b, pads=pads, dilation=dil2), dtype, name)
@@ -67,7 +86,7 @@ def ref_pads(pad):
 
 
 def test_thread_count_does_not_change_bits(winograd, monkeypatch):
-    monkeypatch.setattr(_workspace, "winograd_tiles", lambda c, k, i: 5)
+    monkeypatch.setattr(_workspace, "winograd_tiles", lambda c, k, i, a2=16: 5)
     rng = np.random.default_rng(3)
     x = random(rng, (3, 4, 17, 19))
     w = random(rng, (5, 4, 3, 3))
@@ -76,6 +95,7 @@ def test_thread_count_does_not_change_bits(winograd, monkeypatch):
         with cyconv.num_threads(n):
             outs.append(cyconv.conv2d(x, w, padding=1))
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    assert taken(winograd)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")   # the reference's NaNs
@@ -101,12 +121,14 @@ def test_inf_and_nan_fall_back_to_the_definition(where, winograd):
     finite = np.isfinite(r)
     np.testing.assert_allclose(y[finite], r[finite], rtol=1e-10, atol=1e-10)
     assert x.flags.writeable and np.isinf(x).sum() == (2 if where == "input" else 0)
+    if where == "input":   # the weights are checked before the kernel runs
+        assert taken(winograd)
 
 
 def test_selection_rule():
     """Which convolutions take the path (the documented heuristic)."""
-    def geo(C_in=64, C_out=64, k=3, stride=1, dilation=1, groups=1, cl=False, nd=2):
-        x = np.zeros((1, C_in) + (40,) * nd, np.float32)
+    def geo(C_in=64, C_out=64, k=3, stride=1, dilation=1, groups=1, cl=False, nd=2, size=40):
+        x = np.zeros((1, C_in) + (size,) * nd, np.float32)
         if cl:
             x = np.moveaxis(x, 1, -1)
         w = np.zeros((C_out, C_in // groups) + (k,) * nd, np.float32)
@@ -124,16 +146,24 @@ def test_selection_rule():
     assert not conv_mod._uses_winograd(geo(C_in=3), f32)
     assert not conv_mod._uses_winograd(geo(dilation=17), f32)
     assert not conv_mod._uses_winograd(geo(C_in=2048, C_out=2048), f32)
+    assert not conv_mod._uses_winograd(geo(size=16), f32)   # 16 x 16 outputs
+    assert conv_mod._uses_winograd4(geo(), 4)
+    assert conv_mod._uses_winograd4(geo(C_in=16, C_out=16), 4)
+    assert not conv_mod._uses_winograd4(geo(C_in=15), 4)
+    assert conv_mod._uses_winograd4(geo(C_in=128, C_out=128), 4)
+    assert not conv_mod._uses_winograd4(geo(C_in=256, C_out=256), 4)
 
 
-def test_benchmark_layer_against_torch():
+def test_benchmark_layer_against_torch(monkeypatch):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(11)
     x = random(rng, (2, 64, 30, 28))
     w = random(rng, (48, 64, 3, 3))
     b = random(rng, (48,))
     for dil in (1, 2):
+        calls = spy_kernel(monkeypatch, "winograd_forward")
         y = cyconv.conv2d(x, w, b, padding=dil, dilation=dil)
+        assert calls
         t = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
                                        torch.from_numpy(b).double(), padding=dil, dilation=dil)
         assert_close(y, t.numpy(), np.float32, f"dilation {dil}")

@@ -810,7 +810,8 @@ def lc_backward_input(const floating[:, :, ::1] gy,        # in, layout of y
 
 cdef struct Wino:
     Py_ssize_t C, K, H, W, Ho, Wo, ph, pw, dh, dw
-    Py_ssize_t nbh, nbw     # blocks of 2 * dh output rows / 2 * dw output columns
+    Py_ssize_t m, a2        # output tile m x m (2 or 4); a2 = (m + 2)^2 products per tile
+    Py_ssize_t nbh, nbw     # blocks of m * dh output rows / m * dw output columns
     Py_ssize_t R, Bc        # tile rows and column blocks per item
     Py_ssize_t T            # tiles per item at most: R * dw * Bc
     Py_ssize_t cb           # column blocks per chunk of the input transform
@@ -825,6 +826,45 @@ cdef enum:
     WCB = 64       # column blocks per chunk at most
 
 
+cdef inline bint _nonfinite(floating v) noexcept nogil:
+    """v is inf or NaN: v - v is then NaN, else 0 (no literal: Cython would
+    make the product v * 0 a double)."""
+    cdef floating d = v - v
+    return d != d
+
+
+cdef inline void _wino_row(const floating* xn, const Wino* g, Py_ssize_t c, Py_ssize_t iy,
+                           Py_ssize_t x0, Py_ssize_t plen, floating* r) noexcept nogil:
+    """r[p * plen + m] <- input (c, iy, x0 + m * dw + p), zero outside the
+    input, for the dw phases p."""
+    cdef Py_ssize_t dw = g.dw
+    cdef Py_ssize_t n = dw * plen
+    cdef Py_ssize_t p, m, lo, hi
+    cdef const floating* src
+    if iy < 0 or iy >= g.H:
+        memset(r, 0, n * sizeof(floating))
+        return
+    src = xn + (c * g.H + iy) * g.W
+    if dw == 1:
+        lo = min(n, max(0, -x0))
+        hi = max(lo, min(n, g.W - x0))
+        memset(r, 0, lo * sizeof(floating))
+        memcpy(r + lo, src + x0 + lo, (hi - lo) * sizeof(floating))
+        memset(r + hi, 0, (n - hi) * sizeof(floating))
+        return
+    for p in range(dw):   # phase p: columns m in [lo, hi) are inside the row
+        lo = min(plen, _first_at_least(-x0 - p, dw))
+        hi = max(lo, _end_at_most(g.W - 1 - x0 - p, dw, plen))
+        memset(r + p * plen, 0, lo * sizeof(floating))
+        memset(r + p * plen + hi, 0, (plen - hi) * sizeof(floating))
+        if dw == 2:   # a constant stride: vectorised
+            for m in range(lo, hi):
+                r[p * plen + m] = src[x0 + p + 2 * m]
+        else:
+            for m in range(lo, hi):
+                r[p * plen + m] = src[x0 + p + m * dw]
+
+
 cdef bint _wino_input(const floating* xn, const Wino* g, Py_ssize_t ty0, Py_ssize_t ty1,
                       Py_ssize_t b0, Py_ssize_t b1, floating* V) noexcept nogil:
     """V (16, C, T) <- B^T d B for the item's tiles, every input channel.
@@ -835,9 +875,8 @@ cdef bint _wino_input(const floating* xn, const Wino* g, Py_ssize_t ty0, Py_ssiz
     cdef Py_ssize_t nbi = b1 - b0
     cdef Py_ssize_t dw = g.dw
     cdef Py_ssize_t step = g.C * g.T
-    cdef Py_ssize_t c, ty, iy0, iy, i, q, p, b, m, c0, nb, plen, x0, lo, hi, n
+    cdef Py_ssize_t c, ty, iy0, i, q, p, b, c0, nb, plen, x0, n
     cdef floating* vi
-    cdef const floating* src
     cdef floating a, e, f, h
     cdef int bad = 0
     for c in range(g.C):
@@ -850,31 +889,7 @@ cdef bint _wino_input(const floating* xn, const Wino* g, Py_ssize_t ty0, Py_ssiz
                 n = dw * plen
                 x0 = c0 * 2 * dw - g.pw
                 for i in range(4):
-                    iy = iy0 + i * g.dh
-                    if iy < 0 or iy >= g.H:
-                        memset(&r[i][0], 0, n * sizeof(floating))
-                        continue
-                    src = xn + (c * g.H + iy) * g.W
-                    if dw == 1:
-                        lo = min(n, max(0, -x0))
-                        hi = max(lo, min(n, g.W - x0))
-                        memset(&r[i][0], 0, lo * sizeof(floating))
-                        memcpy(&r[i][lo], src + x0 + lo, (hi - lo) * sizeof(floating))
-                        memset(&r[i][hi], 0, (n - hi) * sizeof(floating))
-                    else:   # phase p: columns m in [lo, hi) are inside the row
-                        for p in range(dw):
-                            lo = min(plen, _first_at_least(-x0 - p, dw))
-                            hi = max(lo, _end_at_most(g.W - 1 - x0 - p, dw, plen))
-                            for m in range(lo):
-                                r[i][p * plen + m] = 0
-                            for m in range(hi, plen):
-                                r[i][p * plen + m] = 0
-                            if dw == 2:   # a constant stride: vectorised
-                                for m in range(lo, hi):
-                                    r[i][p * plen + m] = src[x0 + p + 2 * m]
-                            else:
-                                for m in range(lo, hi):
-                                    r[i][p * plen + m] = src[x0 + p + m * dw]
+                    _wino_row(xn, g, c, iy0 + i * g.dh, x0, plen, &r[i][0])
                 for q in range(n):   # B^T d, down the columns
                     a = r[0][q]
                     e = r[1][q]
@@ -884,7 +899,7 @@ cdef bint _wino_input(const floating* xn, const Wino* g, Py_ssize_t ty0, Py_ssiz
                     t[1][q] = e + f
                     t[2][q] = f - e
                     t[3][q] = e - h
-                    if (a + e + f + h) * 0 != 0:
+                    if _nonfinite(a + e + f + h):
                         bad = 1
                 for p in range(dw):  # (B^T d) B, along the rows: one loop per column
                     for i in range(4):
@@ -956,29 +971,218 @@ cdef void _wino_output(const floating* M, const Wino* g, Py_ssize_t ty0, Py_ssiz
                     c0 += nb
 
 
+# F(4x4, 3x3) (Lavin & Gray 2016, section 4.2): 6 x 6 input patches, 36
+# products per 4 x 4 output tile and channel pair (2.25 per output where
+# F(2x2, 3x3) does 4).  Interpolation points 0, 1, -1, 2, -2 and infinity:
+#   B^T = [[4,  0, -5,  0, 1, 0],     A^T = [[1, 1,  1, 1,  1, 0],
+#          [0, -4, -4,  1, 1, 0],            [0, 1, -1, 2, -2, 0],
+#          [0,  4, -4, -1, 1, 0],            [0, 1,  1, 4,  4, 0],
+#          [0, -2, -1,  2, 1, 0],            [0, 1, -1, 8, -8, 1]]
+#          [0,  2, -1, -2, 1, 0],
+#          [0,  4,  0, -5, 0, 1]]
+# and G in conv.py.  Tiles and items are those of F(2x2, 3x3) with m = 4 in
+# place of 2, but an item's tiles are numbered with one spare per run:
+# tile (ty, p, b) is e = ((ty - ty0) * dw + p) * L + (b - b0), L = nbi + 1,
+# and V (36, C, T), M (36, K, T) hold the spares too (j = 6 * row + col).
+# Every transform is then one loop over e across the whole item (runs are
+# only Wo / (4 dw) tiles long: 14 in vgg_3x3), on input rows gathered by
+# column phase modulo 4, so that tile e's six columns are at e and e + 1 of
+# four contiguous arrays.  A spare tile mixes the ends of two runs (finite
+# inputs, a finite product) and its outputs are never stored.
+cdef enum:
+    W4MAX = 256    # tiles per F(4x4, 3x3) item at most, spares included
+
+
+cdef inline void _gather(const floating* src, Py_ssize_t W, Py_ssize_t start,
+                         Py_ssize_t stride, Py_ssize_t count, floating* dst) noexcept nogil:
+    """dst[b] <- src[start + b * stride] for b < count, zero outside [0, W)
+    (src NULL: a row outside the input, all zero)."""
+    cdef Py_ssize_t b, lo, hi
+    if src == NULL:
+        memset(dst, 0, count * sizeof(floating))
+        return
+    lo = min(count, _first_at_least(-start, stride))
+    hi = max(lo, _end_at_most(W - 1 - start, stride, count))
+    if lo > 0:
+        memset(dst, 0, lo * sizeof(floating))
+    if hi < count:
+        memset(dst + hi, 0, (count - hi) * sizeof(floating))
+    if stride == 4:   # constant strides vectorise
+        for b in range(lo, hi):
+            dst[b] = src[start + 4 * b]
+    elif stride == 8:
+        for b in range(lo, hi):
+            dst[b] = src[start + 8 * b]
+    else:
+        for b in range(lo, hi):
+            dst[b] = src[start + b * stride]
+
+
+cdef bint _wino4_input(const floating* xn, const Wino* g, Py_ssize_t ty0, Py_ssize_t ty1,
+                       Py_ssize_t b0, Py_ssize_t b1, floating* V) noexcept nogil:
+    """V (36, C, T) <- B^T d B for the item's tiles (F(4x4, 3x3)); True when
+    an input value read is inf or NaN."""
+    cdef floating r[6][4 * W4MAX]   # r[i][k * n + e]: patch row i, column 4 b + k of tile e
+    cdef floating t[6][4 * W4MAX]   # B^T r
+    cdef Py_ssize_t dw = g.dw
+    cdef Py_ssize_t L = b1 - b0 + 1
+    cdef Py_ssize_t n = (ty1 - ty0) * dw * L
+    cdef Py_ssize_t step = g.C * g.T
+    cdef Py_ssize_t x0 = b0 * 4 * dw - g.pw
+    cdef Py_ssize_t c, ty, iy, i, q, p, k, e, seg
+    cdef floating* vi
+    cdef const floating* src
+    cdef floating r0, r1, r2, r3, r4, r5, u, v
+    cdef floating c2 = 2, c4 = 4, c5 = 5   # typed: an int literal would make the product double
+    cdef int bad = 0
+    for c in range(g.C):
+        for ty in range(ty0, ty1):
+            for i in range(6):
+                iy = (ty // g.dh) * 4 * g.dh + ty % g.dh - g.ph + i * g.dh
+                src = xn + (c * g.H + iy) * g.W if 0 <= iy < g.H else NULL
+                for p in range(dw):
+                    seg = ((ty - ty0) * dw + p) * L
+                    for k in range(4):
+                        _gather(src, g.W, x0 + p + k * dw, 4 * dw, L, &r[i][k * n + seg])
+        for q in range(4 * n):   # B^T d, down the columns
+            r0 = r[0][q]
+            r1 = r[1][q]
+            r2 = r[2][q]
+            r3 = r[3][q]
+            r4 = r[4][q]
+            r5 = r[5][q]
+            u = r4 - c4 * r2
+            v = r3 - c4 * r1
+            t[0][q] = c4 * r0 - c5 * r2 + r4
+            t[1][q] = u + v
+            t[2][q] = u - v
+            u = r4 - r2
+            v = c2 * (r3 - r1)
+            t[3][q] = u + v
+            t[4][q] = u - v
+            t[5][q] = c4 * r1 - c5 * r3 + r5
+            if _nonfinite(r0 + r1 + r2 + r3 + r4 + r5):
+                bad = 1
+        for i in range(6):   # (B^T d) B, along the rows: columns e (k = 0..3) and e + 1
+            vi = V + 6 * i * step + c * g.T
+            for e in range(n):
+                vi[e] = c4 * t[i][e] - c5 * t[i][2 * n + e] + t[i][e + 1]
+            vi += step
+            for e in range(n):
+                vi[e] = (t[i][e + 1] - c4 * t[i][2 * n + e]) + (t[i][3 * n + e] - c4 * t[i][n + e])
+            vi += step
+            for e in range(n):
+                vi[e] = (t[i][e + 1] - c4 * t[i][2 * n + e]) - (t[i][3 * n + e] - c4 * t[i][n + e])
+            vi += step
+            for e in range(n):
+                vi[e] = (t[i][e + 1] - t[i][2 * n + e]) + c2 * (t[i][3 * n + e] - t[i][n + e])
+            vi += step
+            for e in range(n):
+                vi[e] = (t[i][e + 1] - t[i][2 * n + e]) - c2 * (t[i][3 * n + e] - t[i][n + e])
+            vi += step
+            for e in range(n):
+                vi[e] = c4 * t[i][n + e] - c5 * t[i][3 * n + e] + t[i][n + e + 1]
+    return bad != 0
+
+
+cdef void _wino4_output(const floating* M, const Wino* g, Py_ssize_t ty0, Py_ssize_t ty1,
+                        Py_ssize_t b0, Py_ssize_t b1, const floating* bias, bint has_bias,
+                        floating* yn) noexcept nogil:
+    """yn (K, Ho, Wo) <- A^T m A + bias for the item's tiles (F(4x4, 3x3))."""
+    cdef floating s_[24][W4MAX]   # A^T m: s_[6 * row + col][e]
+    cdef floating o[4][W4MAX]     # one output row of every tile: o[col][e]
+    cdef Py_ssize_t nbi = b1 - b0
+    cdef Py_ssize_t L = nbi + 1
+    cdef Py_ssize_t dw = g.dw
+    cdef Py_ssize_t n = (ty1 - ty0) * dw * L
+    cdef Py_ssize_t KT = g.K * g.T
+    cdef Py_ssize_t s = 4 * dw
+    cdef Py_ssize_t k, ty, oy, p, ox, nfull, nany, b, j, r, cc, e, seg
+    cdef const floating* m
+    cdef floating* yr
+    cdef floating bv, m0, m1, m2, m3, m4, m5, u, v
+    cdef floating c2 = 2, c4 = 4, c8 = 8   # typed: an int literal would make the product double
+    for k in range(g.K):
+        bv = bias[k] if has_bias else 0
+        m = M + k * g.T
+        for j in range(6):   # A^T m, down the columns
+            for e in range(n):
+                m0 = m[j * KT + e]
+                m1 = m[(6 + j) * KT + e]
+                m2 = m[(12 + j) * KT + e]
+                m3 = m[(18 + j) * KT + e]
+                m4 = m[(24 + j) * KT + e]
+                m5 = m[(30 + j) * KT + e]
+                u = m1 - m2
+                v = m3 - m4
+                s_[j][e] = m0 + m1 + m2 + m3 + m4
+                s_[6 + j][e] = u + c2 * v
+                s_[12 + j][e] = (m1 + m2) + c4 * (m3 + m4)
+                s_[18 + j][e] = u + c8 * v + m5
+        for r in range(4):   # (A^T m) A, along the rows: output row r of every tile
+            j = 6 * r
+            for e in range(n):
+                u = s_[j + 1][e] - s_[j + 2][e]
+                v = s_[j + 3][e] - s_[j + 4][e]
+                o[0][e] = s_[j][e] + s_[j + 1][e] + s_[j + 2][e] + s_[j + 3][e] + s_[j + 4][e] + bv
+                o[1][e] = u + c2 * v + bv
+                o[2][e] = (s_[j + 1][e] + s_[j + 2][e]) + c4 * (s_[j + 3][e] + s_[j + 4][e]) + bv
+                o[3][e] = u + c8 * v + s_[j + 5][e] + bv
+            for ty in range(ty0, ty1):
+                oy = (ty // g.dh) * 4 * g.dh + ty % g.dh + r * g.dh
+                if oy >= g.Ho:
+                    continue
+                for p in range(dw):
+                    ox = b0 * s + p
+                    if ox >= g.Wo:
+                        continue
+                    seg = ((ty - ty0) * dw + p) * L
+                    nany = min(nbi, (g.Wo - ox + s - 1) // s)
+                    nfull = min(nbi, max(0, (g.Wo - 3 * dw - ox + s - 1) // s))
+                    yr = yn + (k * g.Ho + oy) * g.Wo + ox
+                    if dw == 1:
+                        for b in range(nfull):
+                            yr[4 * b] = o[0][seg + b]
+                            yr[4 * b + 1] = o[1][seg + b]
+                            yr[4 * b + 2] = o[2][seg + b]
+                            yr[4 * b + 3] = o[3][seg + b]
+                    else:
+                        for b in range(nfull):
+                            yr[b * s] = o[0][seg + b]
+                            yr[b * s + dw] = o[1][seg + b]
+                            yr[b * s + 2 * dw] = o[2][seg + b]
+                            yr[b * s + 3 * dw] = o[3][seg + b]
+                    for b in range(nfull, nany):   # some columns are outside
+                        for cc in range(4):
+                            if ox + b * s + cc * dw < g.Wo:
+                                yr[b * s + cc * dw] = o[cc][seg + b]
+
+
 cdef Wino _wino_geom(Py_ssize_t* xshape, Py_ssize_t K, const Py_ssize_t[::1] geo) noexcept:
     """The Wino of input x (N, C, H, W) with K output channels; geo is
-    (ph, pw, dh, dw, Ho, Wo, R, Bc)."""
+    (ph, pw, dh, dw, Ho, Wo, R, Bc, m)."""
     cdef Wino g
     g.C = xshape[1]; g.H = xshape[2]; g.W = xshape[3]; g.K = K
     g.ph = geo[0]; g.pw = geo[1]; g.dh = geo[2]; g.dw = geo[3]
-    g.Ho = geo[4]; g.Wo = geo[5]; g.R = geo[6]; g.Bc = geo[7]
-    g.nbh = (g.Ho + 2 * g.dh - 1) // (2 * g.dh)
-    g.nbw = (g.Wo + 2 * g.dw - 1) // (2 * g.dw)
-    g.T = g.R * g.dw * g.Bc
-    g.cb = min(<Py_ssize_t> WCB, (WROW // g.dw - 2) // 2)
+    g.Ho = geo[4]; g.Wo = geo[5]; g.R = geo[6]; g.Bc = geo[7]; g.m = geo[8]
+    g.a2 = (g.m + 2) * (g.m + 2)
+    g.nbh = (g.Ho + g.m * g.dh - 1) // (g.m * g.dh)
+    g.nbw = (g.Wo + g.m * g.dw - 1) // (g.m * g.dw)
+    g.T = g.R * g.dw * (g.Bc + 1 if g.m == 4 else g.Bc)   # F(4x4): a spare tile per run
+    g.cb = min(<Py_ssize_t> WCB, (WROW // g.dw - 2) // g.m)
     return g
 
 
 def winograd_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
-                     const floating[:, :, ::1] u,      # in (16, K, C): G g G^T
+                     const floating[:, :, ::1] u,      # in (a2, K, C): G g G^T
                      const floating[::1] bias,         # in (K,) or (0,)
                      floating[:, :, ::1] y,            # out (N, K, Ho * Wo)
-                     const Py_ssize_t[::1] geo,        # ph, pw, dh, dw, Ho, Wo, R, Bc
-                     floating[:, ::1] ws,              # scratch (threads, 16 (C + K) T)
+                     const Py_ssize_t[::1] geo,        # ph, pw, dh, dw, Ho, Wo, R, Bc, m
+                     floating[:, ::1] ws,              # scratch (threads, a2 (C + K) T)
                      int num_threads):
-    """Winograd F(2x2, 3x3) forward; returns the number of work items that
-    read an inf or NaN (their output is then not the convolution's)."""
+    """Winograd F(m x m, 3x3) forward, m = geo[8] (2 or 4); returns the
+    number of work items that read an inf or NaN (their output is then not
+    the convolution's)."""
     cdef Wino g = _wino_geom(x.shape, u.shape[1], geo)
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t TH = g.nbh * g.dh
@@ -989,11 +1193,14 @@ def winograd_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
     cdef Py_ssize_t bad = 0
     cdef floating* V = NULL
     cdef floating* Mb = NULL
+    if (g.m != 2 and g.m != 4) or u.shape[0] != g.a2 or (g.m == 4 and g.T > W4MAX):
+        raise ValueError(f"winograd_forward: tile {g.m}, {u.shape[0]} transformed weights, "
+                         f"{g.T} tiles per item")
     if nitems == 0 or g.Ho == 0 or g.Wo == 0:
         return 0
     with nogil, parallel(num_threads=num_threads):
         V = &ws[cyconv_thread_num(), 0]
-        Mb = V + 16 * g.C * g.T
+        Mb = V + g.a2 * g.C * g.T
         for item in prange(nitems, schedule="static"):
             n = item // (nrg * ncg)
             rg = (item // ncg) % nrg
@@ -1002,16 +1209,23 @@ def winograd_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
             ty1 = min(TH, ty0 + g.R)
             b0 = cg * g.Bc
             b1 = min(g.nbw, b0 + g.Bc)
-            ti = (ty1 - ty0) * g.dw * (b1 - b0)
-            if _wino_input(&x[n, 0, 0, 0], &g, ty0, ty1, b0, b1, V):
+            ti = (ty1 - ty0) * g.dw * (b1 - b0 + (1 if g.m == 4 else 0))
+            if g.m == 4:
+                if _wino4_input(&x[n, 0, 0, 0], &g, ty0, ty1, b0, b1, V):
+                    bad += 1
+            elif _wino_input(&x[n, 0, 0, 0], &g, ty0, ty1, b0, b1, V):
                 bad += 1
-            for j in range(16):
+            for j in range(g.a2):
                 # M_j (K x ti) = U_j (K x C) @ V_j (C x ti)
                 gemm(False, False, <int> g.K, <int> ti, <int> g.C, 1, &u[j, 0, 0],
                      <int> g.C, V + j * g.C * g.T, <int> g.T, 0, Mb + j * g.K * g.T,
                      <int> g.T)
-            _wino_output(Mb, &g, ty0, ty1, b0, b1, &bias[0] if has_bias else NULL,
-                         has_bias, &y[n, 0, 0])
+            if g.m == 4:
+                _wino4_output(Mb, &g, ty0, ty1, b0, b1, &bias[0] if has_bias else NULL,
+                              has_bias, &y[n, 0, 0])
+            else:
+                _wino_output(Mb, &g, ty0, ty1, b0, b1, &bias[0] if has_bias else NULL,
+                             has_bias, &y[n, 0, 0])
     return bad
 
 
@@ -1064,7 +1278,7 @@ cdef bint _wino_grad(const floating* gn, const Wino* g, Py_ssize_t ty0, Py_ssize
                             e[2 * r][b] = row[b * s] if x0 < g.Wo else 0
                             e[2 * r + 1][b] = row[b * s + dw] if x0 + dw < g.Wo else 0
                     for b in range(nb):   # inf or NaN: the products would hide it
-                        if (e[0][b] + e[1][b] + e[2][b] + e[3][b]) * 0 != 0:
+                        if _nonfinite(e[0][b] + e[1][b] + e[2][b] + e[3][b]):
                             bad = 1
                     for b in range(nb):   # A dy, down the two columns
                         t[0][b] = e[0][b] + e[2][b]
@@ -1123,6 +1337,8 @@ def winograd_backward_weight(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
     cdef floating* Gm = NULL
     cdef floating* dst
     cdef floating sm
+    if g.m != 2:
+        raise ValueError(f"winograd_backward_weight: tile {g.m}, only 2 is implemented")
     if nitems == 0 or g.Ho == 0 or g.Wo == 0:
         du[:, :, :] = 0
         return 0
@@ -1158,28 +1374,6 @@ def winograd_backward_weight(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                 sm = sm + partial[q, e]
             dst[e] = sm
     return bad
-
-
-def winograd_weights(const floating[:, :, :, ::1] w,   # in (K, C, 3, 3)
-                     floating[:, :, ::1] u):           # out (16, K, C): G w G^T
-    """Transformed weights, G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2],
-    [0, 0, 1]], computed in double precision."""
-    cdef Py_ssize_t K = w.shape[0], C = w.shape[1]
-    cdef Py_ssize_t k, c, i, j
-    cdef double t[4][3]
-    with nogil:
-        for k in range(K):
-            for c in range(C):
-                for j in range(3):   # G w: combine the rows i
-                    t[0][j] = w[k, c, 0, j]
-                    t[1][j] = 0.5 * (<double> w[k, c, 0, j] + w[k, c, 1, j] + w[k, c, 2, j])
-                    t[2][j] = 0.5 * (<double> w[k, c, 0, j] - w[k, c, 1, j] + w[k, c, 2, j])
-                    t[3][j] = w[k, c, 2, j]
-                for i in range(4):   # (G w) G^T: combine the columns j
-                    u[4 * i, k, c] = <floating> t[i][0]
-                    u[4 * i + 1, k, c] = <floating> (0.5 * (t[i][0] + t[i][1] + t[i][2]))
-                    u[4 * i + 2, k, c] = <floating> (0.5 * (t[i][0] - t[i][1] + t[i][2]))
-                    u[4 * i + 3, k, c] = <floating> t[i][2]
 
 
 # --------------------------------------------------------------------------
