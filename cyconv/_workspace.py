@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 TILE_BYTES = 1 << 20      # 1 MiB of im2col columns per thread (about one L2)
-WINOGRAD4_BYTES = 4 << 20  # 4 MiB per thread for a Winograd F(4x4, 3x3) item
+WINOGRAD4_BYTES = 2 << 20  # 2 MiB per thread for a Winograd F(4x4, 3x3) item
 PARTIAL_BYTES = 16 << 20  # 16 MiB of partial weight gradients per call
 MAX_BUCKETS = 16
 

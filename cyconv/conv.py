@@ -644,7 +644,7 @@ def _conv_doc(nd):
     units in the last place, and inputs with inf or NaN take the im2col path.
     Beyond its input, output and weights (and, for reflect/replicate/circular
     padding, a padded copy of the input) a call uses at most 1 MiB of
-    workspace per thread (4 MiB with F(4x4, 3x3); Winograd also holds its
+    workspace per thread (2 MiB with F(4x4, 3x3); Winograd also holds its
     transformed weights, 4 or 1.8 times the weights), whatever the batch
     size.
 
