@@ -27,6 +27,16 @@ def to_first(a):
     return np.ascontiguousarray(np.moveaxis(a, -1, 1))
 
 
+def by_thread_count(fn, counts=(1, 2, 3)):
+    """fn() run under each OpenMP thread count, results in order."""
+    import cyconv
+    outs = []
+    for n in counts:
+        with cyconv.num_threads(n):
+            outs.append(fn())
+    return outs
+
+
 def random(rng, shape, dtype=np.float32):
     """Values exactly representable in float32, so one float64 reference
     serves both dtypes."""

@@ -15,7 +15,7 @@ import pytest
 
 import cyconv
 import reference as ref
-from conftest import assert_close, random, spy_kernel
+from conftest import assert_close, by_thread_count, random, spy_kernel
 from cyconv import _workspace
 from cyconv import conv as conv_mod
 
@@ -158,10 +158,8 @@ def test_backward_bits_do_not_depend_on_thread_count(small_winograd):
              (random(rng, (5, 6, 12, 10)), random(rng, (6, 1, 3, 3)), 6)]
     for x, w, groups in cases:
         gy = random(rng, (x.shape[0], w.shape[0], x.shape[2], x.shape[3]))
-        outs = []
-        for n in (1, 2, 3):
-            with cyconv.num_threads(n):
-                outs.append(cyconv.conv2d_backward(gy, x, w, padding=1, groups=groups))
+        outs = by_thread_count(
+            lambda: cyconv.conv2d_backward(gy, x, w, padding=1, groups=groups))
         for o in outs[1:]:
             for a, b in zip(outs[0], o):
                 assert np.array_equal(a, b)

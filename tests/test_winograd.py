@@ -12,7 +12,7 @@ import pytest
 
 import cyconv
 import reference as ref
-from conftest import assert_close, random, spy_kernel
+from conftest import assert_close, by_thread_count, random, spy_kernel
 from cyconv import _workspace
 from cyconv import conv as conv_mod
 
@@ -90,10 +90,7 @@ def test_thread_count_does_not_change_bits(winograd, monkeypatch):
     rng = np.random.default_rng(3)
     x = random(rng, (3, 4, 17, 19))
     w = random(rng, (5, 4, 3, 3))
-    outs = []
-    for n in (1, 2, 3):
-        with cyconv.num_threads(n):
-            outs.append(cyconv.conv2d(x, w, padding=1))
+    outs = by_thread_count(lambda: cyconv.conv2d(x, w, padding=1))
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
     assert taken(winograd)
 

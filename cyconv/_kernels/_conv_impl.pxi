@@ -833,36 +833,44 @@ cdef inline bint _nonfinite(floating v) noexcept nogil:
     return d != d
 
 
+cdef inline void _gather(const floating* src, Py_ssize_t W, Py_ssize_t start,
+                         Py_ssize_t stride, Py_ssize_t count, floating* dst) noexcept nogil:
+    """dst[b] <- src[start + b * stride] for b < count, zero outside [0, W)
+    (src NULL: a row outside the input, all zero)."""
+    cdef Py_ssize_t b, lo, hi
+    if src == NULL:
+        memset(dst, 0, count * sizeof(floating))
+        return
+    lo = min(count, _first_at_least(-start, stride))
+    hi = max(lo, _end_at_most(W - 1 - start, stride, count))
+    if lo > 0:
+        memset(dst, 0, lo * sizeof(floating))
+    if hi < count:
+        memset(dst + hi, 0, (count - hi) * sizeof(floating))
+    if stride == 1:
+        memcpy(dst + lo, src + start + lo, (hi - lo) * sizeof(floating))
+    elif stride == 2:   # constant strides vectorise
+        for b in range(lo, hi):
+            dst[b] = src[start + 2 * b]
+    elif stride == 4:
+        for b in range(lo, hi):
+            dst[b] = src[start + 4 * b]
+    elif stride == 8:
+        for b in range(lo, hi):
+            dst[b] = src[start + 8 * b]
+    else:
+        for b in range(lo, hi):
+            dst[b] = src[start + b * stride]
+
+
 cdef inline void _wino_row(const floating* xn, const Wino* g, Py_ssize_t c, Py_ssize_t iy,
                            Py_ssize_t x0, Py_ssize_t plen, floating* r) noexcept nogil:
     """r[p * plen + m] <- input (c, iy, x0 + m * dw + p), zero outside the
     input, for the dw phases p."""
-    cdef Py_ssize_t dw = g.dw
-    cdef Py_ssize_t n = dw * plen
-    cdef Py_ssize_t p, m, lo, hi
-    cdef const floating* src
-    if iy < 0 or iy >= g.H:
-        memset(r, 0, n * sizeof(floating))
-        return
-    src = xn + (c * g.H + iy) * g.W
-    if dw == 1:
-        lo = min(n, max(0, -x0))
-        hi = max(lo, min(n, g.W - x0))
-        memset(r, 0, lo * sizeof(floating))
-        memcpy(r + lo, src + x0 + lo, (hi - lo) * sizeof(floating))
-        memset(r + hi, 0, (n - hi) * sizeof(floating))
-        return
-    for p in range(dw):   # phase p: columns m in [lo, hi) are inside the row
-        lo = min(plen, _first_at_least(-x0 - p, dw))
-        hi = max(lo, _end_at_most(g.W - 1 - x0 - p, dw, plen))
-        memset(r + p * plen, 0, lo * sizeof(floating))
-        memset(r + p * plen + hi, 0, (plen - hi) * sizeof(floating))
-        if dw == 2:   # a constant stride: vectorised
-            for m in range(lo, hi):
-                r[p * plen + m] = src[x0 + p + 2 * m]
-        else:
-            for m in range(lo, hi):
-                r[p * plen + m] = src[x0 + p + m * dw]
+    cdef const floating* src = xn + (c * g.H + iy) * g.W if 0 <= iy < g.H else NULL
+    cdef Py_ssize_t p
+    for p in range(g.dw):
+        _gather(src, g.W, x0 + p, g.dw, plen, r + p * plen)
 
 
 cdef bint _wino_input(const floating* xn, const Wino* g, Py_ssize_t ty0, Py_ssize_t ty1,
@@ -991,31 +999,6 @@ cdef void _wino_output(const floating* M, const Wino* g, Py_ssize_t ty0, Py_ssiz
 # inputs, a finite product) and its outputs are never stored.
 cdef enum:
     W4MAX = 256    # tiles per F(4x4, 3x3) item at most, spares included
-
-
-cdef inline void _gather(const floating* src, Py_ssize_t W, Py_ssize_t start,
-                         Py_ssize_t stride, Py_ssize_t count, floating* dst) noexcept nogil:
-    """dst[b] <- src[start + b * stride] for b < count, zero outside [0, W)
-    (src NULL: a row outside the input, all zero)."""
-    cdef Py_ssize_t b, lo, hi
-    if src == NULL:
-        memset(dst, 0, count * sizeof(floating))
-        return
-    lo = min(count, _first_at_least(-start, stride))
-    hi = max(lo, _end_at_most(W - 1 - start, stride, count))
-    if lo > 0:
-        memset(dst, 0, lo * sizeof(floating))
-    if hi < count:
-        memset(dst + hi, 0, (count - hi) * sizeof(floating))
-    if stride == 4:   # constant strides vectorise
-        for b in range(lo, hi):
-            dst[b] = src[start + 4 * b]
-    elif stride == 8:
-        for b in range(lo, hi):
-            dst[b] = src[start + 8 * b]
-    else:
-        for b in range(lo, hi):
-            dst[b] = src[start + b * stride]
 
 
 cdef bint _wino4_input(const floating* xn, const Wino* g, Py_ssize_t ty0, Py_ssize_t ty1,
