@@ -49,10 +49,11 @@ def workspace_mode(request, monkeypatch):
     rows, or whole-row bands for the parallel col2im), one partial bucket
     per tile or accumulation in place; or im2col + GEMM (and col2im) where
     conv2d and its backward would take a specialised kernel (few input
-    channels, Winograd, depthwise)."""
+    channels, pointwise, Winograd, depthwise)."""
     if request.param == "im2col":
         from cyconv import conv
         monkeypatch.setattr(conv, "SMALL_MAX_CHANNELS", 0)
+        monkeypatch.setattr(conv, "POINTWISE_ENABLED", False)
         monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1 << 30)
         monkeypatch.setattr(conv, "_uses_direct", lambda geo: False)
     if request.param == "tiles3":

@@ -1589,3 +1589,158 @@ def grouped_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                             yr = &y[n, k, (oh + o) * Wo + qi * DQ]
                             for q in range(nv):
                                 yr[q] = blk[o * DQ + q] + bv
+
+
+# --------------------------------------------------------------------------
+# Direct GEMM for pointwise convolutions: register blocks of PK output
+# channels x PQ columns over every input channel, no packing of the input
+# --------------------------------------------------------------------------
+# A pointwise convolution (1x1, stride 1, no padding, groups 1, channels
+# first) is y[n] (K, L) = W (K, C) @ x[n] (C, L).  A BLAS GEMM packs x[n]
+# into its own panel layout first, a full pass over the input that a
+# convolution with few output channels does not amortise; here the rows of
+# x[n] are read in place, PQ columns at a time, and only the weights are
+# packed (by the caller, once): wp[kb, c, o] = W[kb * PK + o, c].
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define CYCONV_PREFETCH(p) __builtin_prefetch((p), 0, 2)
+    #else
+    #define CYCONV_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void _prefetch "CYCONV_PREFETCH"(const void* p) noexcept nogil
+
+
+cdef enum:
+    PQ = 32     # columns per register block
+    PK = 8      # output channels per register block
+
+
+cdef void _pw_block(const floating* xr, Py_ssize_t ld, Py_ssize_t C,
+                    const floating* wp, floating* out, const floating* pf,
+                    Py_ssize_t pld) noexcept nogil:
+    """out (PK, PQ) = sum over c < C of wp[c * PK + o] * xr[c * ld + q];
+    unless pf is NULL, also prefetches the PQ values at pf + c * pld."""
+    cdef floating a0[PQ]
+    cdef floating a1[PQ]
+    cdef floating a2[PQ]
+    cdef floating a3[PQ]
+    cdef floating a4[PQ]
+    cdef floating a5[PQ]
+    cdef floating a6[PQ]
+    cdef floating a7[PQ]
+    cdef Py_ssize_t c, q
+    cdef floating w0, w1, w2, w3, w4, w5, w6, w7
+    cdef const floating* x
+    cdef const floating* w
+    for q in range(PQ):
+        a0[q] = 0
+        a1[q] = 0
+        a2[q] = 0
+        a3[q] = 0
+        a4[q] = 0
+        a5[q] = 0
+        a6[q] = 0
+        a7[q] = 0
+    for c in range(C):
+        x = xr + c * ld
+        w = wp + c * PK
+        w0 = w[0]
+        w1 = w[1]
+        w2 = w[2]
+        w3 = w[3]
+        w4 = w[4]
+        w5 = w[5]
+        w6 = w[6]
+        w7 = w[7]
+        if pf != NULL:
+            _prefetch(pf + c * pld)
+            _prefetch(pf + c * pld + PQ // 2)
+            _prefetch(pf + c * pld + PQ - 1)
+        for q in range(PQ):
+            a0[q] += w0 * x[q]
+        for q in range(PQ):
+            a1[q] += w1 * x[q]
+        for q in range(PQ):
+            a2[q] += w2 * x[q]
+        for q in range(PQ):
+            a3[q] += w3 * x[q]
+        for q in range(PQ):
+            a4[q] += w4 * x[q]
+        for q in range(PQ):
+            a5[q] += w5 * x[q]
+        for q in range(PQ):
+            a6[q] += w6 * x[q]
+        for q in range(PQ):
+            a7[q] += w7 * x[q]
+    for q in range(PQ):
+        out[q] = a0[q]
+        out[PQ + q] = a1[q]
+        out[2 * PQ + q] = a2[q]
+        out[3 * PQ + q] = a3[q]
+        out[4 * PQ + q] = a4[q]
+        out[5 * PQ + q] = a5[q]
+        out[6 * PQ + q] = a6[q]
+        out[7 * PQ + q] = a7[q]
+
+
+cdef inline void _copy_pq(floating* dst, const floating* src) noexcept nogil:
+    cdef Py_ssize_t q
+    for q in range(PQ):
+        dst[q] = src[q]
+
+
+def pointwise_forward(const floating[:, :, ::1] x,    # in (N, C, L)
+                      const floating[:, :, ::1] wp,   # in (ceil(K / PK), C, PK), packed
+                      const floating[::1] bias,       # in (K,) or (0,)
+                      floating[:, :, ::1] y,          # out (N, K, L)
+                      Py_ssize_t cols,                # columns per work item, a multiple of PQ
+                      floating[:, ::1] ws,            # scratch (threads, C * cols + PK * PQ)
+                      int num_threads):
+    """y[n] = W @ x[n] (+ bias), one work item per (sample, run of ``cols``
+    columns).  The run's columns of every channel are first copied into
+    scratch as blocks of PQ columns (C, PQ), zero padded past the end of the
+    row, so that the register blocks read them sequentially.  Every output is
+    the same sum in the same order whatever the split, so results do not
+    depend on the thread count."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef Py_ssize_t K = y.shape[1], nkb = wp.shape[0]
+    cdef Py_ssize_t nt = (L + cols - 1) // cols
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, l0, l1, b, l, nv, kb, o, q, c
+    cdef const floating* pf
+    cdef floating* pan = NULL
+    cdef floating* blk = NULL
+    cdef floating* yr
+    cdef floating bv
+    if N == 0 or L == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        pan = &ws[cyconv_thread_num(), 0]
+        blk = pan + C * PQ
+        for item in prange(N * nt, schedule="static"):
+            n = item // nt
+            l0 = (item % nt) * cols
+            l1 = min(L, l0 + cols)
+            for b in range((l1 - l0 + PQ - 1) // PQ):
+                l = l0 + b * PQ
+                nv = min(PQ, l1 - l)
+                if nv == PQ:
+                    for c in range(C):
+                        _copy_pq(pan + c * PQ, &x[n, c, l])
+                else:
+                    for c in range(C):
+                        memcpy(pan + c * PQ, &x[n, c, l], nv * sizeof(floating))
+                        memset(pan + c * PQ + nv, 0, (PQ - nv) * sizeof(floating))
+                # the first pass fetches the next block's rows into L2
+                pf = &x[n, 0, l + PQ] if l + 2 * PQ <= L else NULL
+                for kb in range(nkb):
+                    _pw_block(pan, PQ, C, &wp[kb, 0, 0], blk, pf, L)
+                    pf = NULL
+                    for o in range(min(PK, K - kb * PK)):
+                        bv = bias[kb * PK + o] if has_bias else 0
+                        yr = &y[n, kb * PK + o, l]
+                        for q in range(nv):
+                            yr[q] = blk[o * PQ + q] + bv
