@@ -54,6 +54,7 @@ def workspace_mode(request, monkeypatch):
         from cyconv import conv
         monkeypatch.setattr(conv, "SMALL_MAX_CHANNELS", 0)
         monkeypatch.setattr(conv, "POINTWISE_ENABLED", False)
+        monkeypatch.setattr(conv, "PACKED_ENABLED", False)
         monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1 << 30)
         monkeypatch.setattr(conv, "_uses_direct", lambda geo: False)
     if request.param == "tiles3":

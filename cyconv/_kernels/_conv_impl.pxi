@@ -110,16 +110,19 @@ cdef void _transfer_cf(floating* x, const Geom* g, Py_ssize_t l0, Py_ssize_t l1,
                         else:
                             src = x + ((c * g.D + zd) * g.H + ih) * g.W + off
                             if to_col:
-                                if s > ow:
-                                    memset(dst, 0, (s - ow) * sizeof(floating))
+                                for o in range(ow, s):   # a few padding columns
+                                    dst[o - ow] = 0
                                 if g.sw == 1:
                                     memcpy(dst + (s - ow), src + s,
                                            (e - s) * sizeof(floating))
+                                elif g.sw == 2:   # a constant stride the compiler vectorises
+                                    for o in range(s, e):
+                                        dst[o - ow] = src[2 * o]
                                 else:
                                     for o in range(s, e):
                                         dst[o - ow] = src[o * g.sw]
-                                if ow_end > e:
-                                    memset(dst + (e - ow), 0, (ow_end - e) * sizeof(floating))
+                                for o in range(e, ow_end):
+                                    dst[o - ow] = 0
                             else:
                                 if g.sw == 1:
                                     for o in range(s, e):
@@ -1616,12 +1619,13 @@ cdef extern from *:
 cdef enum:
     PQ = 32     # columns per register block
     PK = 8      # output channels per register block
+    PSB = 64    # positions per weight block pass in packed_forward
 
 
 cdef void _pw_block(const floating* xr, Py_ssize_t ld, Py_ssize_t C,
-                    const floating* wp, floating* out, const floating* pf,
+                    const floating* wp, Py_ssize_t wld, floating* out, const floating* pf,
                     Py_ssize_t pld) noexcept nogil:
-    """out (PK, PQ) = sum over c < C of wp[c * PK + o] * xr[c * ld + q];
+    """out (PK, PQ) = sum over c < C of wp[c * wld + o] * xr[c * ld + q];
     unless pf is NULL, also prefetches the PQ values at pf + c * pld."""
     cdef floating a0[PQ]
     cdef floating a1[PQ]
@@ -1646,7 +1650,7 @@ cdef void _pw_block(const floating* xr, Py_ssize_t ld, Py_ssize_t C,
         a7[q] = 0
     for c in range(C):
         x = xr + c * ld
-        w = wp + c * PK
+        w = wp + c * wld
         w0 = w[0]
         w1 = w[1]
         w2 = w[2]
@@ -1737,10 +1741,67 @@ def pointwise_forward(const floating[:, :, ::1] x,    # in (N, C, L)
                 # the first pass fetches the next block's rows into L2
                 pf = &x[n, 0, l + PQ] if l + 2 * PQ <= L else NULL
                 for kb in range(nkb):
-                    _pw_block(pan, PQ, C, &wp[kb, 0, 0], blk, pf, L)
+                    _pw_block(pan, PQ, C, &wp[kb, 0, 0], PK, blk, pf, L)
                     pf = NULL
                     for o in range(min(PK, K - kb * PK)):
                         bv = bias[kb * PK + o] if has_bias else 0
                         yr = &y[n, kb * PK + o, l]
                         for q in range(nv):
                             yr[q] = blk[o * PQ + q] + bv
+
+
+def packed_forward(const floating[:, :, :, :, ::1] x,   # in (N, C, D, H, W)
+                   const floating[:, :, ::1] wq,        # in (ceil(C_out / PQ), K, PQ), packed
+                   const floating[::1] bias,            # in (C_out,) or (0,)
+                   floating[:, :, ::1] y,               # out (N, C_out, L)
+                   const Py_ssize_t[::1] geo,
+                   floating[:, ::1] ws,                 # scratch (threads, K * tile + PK + PK * PQ)
+                   Py_ssize_t tile, int num_threads):
+    """conv_forward (channels first, groups 1) with the GEMM of each im2col
+    tile done by _pw_block instead of BLAS: register blocks of PQ output
+    channels x PK output positions, the weights (packed once by the caller)
+    read as vectors and the column matrix broadcast in place, so no packing
+    pass over the columns and at most PK - 1 wasted positions per tile.
+    The blocks of a tile's last partial run of PK positions read up to
+    PK - 1 values past its rows (scratch padding); they only reach outputs
+    that are not written."""
+    cdef Geom g = _geom(x.shape, False, 1, geo)
+    cdef Py_ssize_t N = x.shape[0], C_out = y.shape[1]
+    cdef Py_ssize_t K = wq.shape[1], nkb = wq.shape[0]
+    cdef Py_ssize_t L = g.Do * g.Ho * g.Wo
+    cdef Py_ssize_t ntiles = (L + tile - 1) // tile
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, t, l0, l1, lt, ld, sb, cb, q0, nv, kb, k0, nk, o, q
+    cdef floating* buf = NULL
+    cdef floating* blk = NULL
+    cdef const floating* cols
+    cdef floating* yr
+    cdef floating bv
+    if N == 0 or L == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        buf = &ws[cyconv_thread_num(), 0]
+        blk = buf + K * tile + PK
+        for item in prange(N * ntiles, schedule="static"):
+            n = item // ntiles
+            t = item % ntiles
+            l0 = t * tile
+            l1 = min(L, l0 + tile)
+            lt = l1 - l0
+            ld = 0   # assigned in the loop body, so Cython makes it thread-private
+            cols = _columns(&x[0, 0, 0, 0, 0], &g, n, 0, l0, l1, buf, False, &ld)
+            # runs of PSB positions: one packed weight block (K, PQ) serves
+            # all of a run's register blocks from L2
+            for sb in range((lt + PSB - 1) // PSB):
+                for kb in range(nkb):
+                    k0 = kb * PQ
+                    nk = min(PQ, C_out - k0)
+                    for cb in range(sb * PSB // PK, (min(lt, sb * PSB + PSB) + PK - 1) // PK):
+                        q0 = cb * PK
+                        nv = min(PK, lt - q0)
+                        _pw_block(&wq[kb, 0, 0], PQ, K, cols + q0, ld, blk, NULL, 0)
+                        for q in range(nk):
+                            bv = bias[k0 + q] if has_bias else 0
+                            yr = &y[n, k0 + q, l0 + q0]
+                            for o in range(nv):
+                                yr[o] = blk[o * PQ + q] + bv
