@@ -127,6 +127,9 @@ cdef void _transfer_cf(floating* x, const Geom* g, Py_ssize_t l0, Py_ssize_t l1,
                                 if g.sw == 1:
                                     for o in range(s, e):
                                         src[o] += dst[o - ow]
+                                elif g.sw == 2:
+                                    for o in range(s, e):
+                                        src[2 * o] += dst[o - ow]
                                 else:
                                     for o in range(s, e):
                                         src[o * g.sw] += dst[o - ow]
