@@ -294,6 +294,24 @@ def _uses_small(geo):
             and geo.C_in * int(np.prod(geo.kernel)) >= SMALL_MIN_TAPS)
 
 
+# With many taps (C_in * prod(kernel) >= BAND_MIN_TAPS) and at least
+# PACKED_MIN_OUT output channels, float32 on AVX-512, the first layer runs
+# band_forward instead: the same bands, but register blocks of 8 output
+# positions x 32 output channels of packed weights (small_forward's 32-column
+# blocks waste up to 31 columns per row, 9 of 64 in alexnet_conv1's 55-column
+# rows).  Measured at 2 threads, medians, ms, small_forward / band_forward:
+# alexnet_conv1 12.7 / 10.7; with fewer taps band_forward's per-block cost
+# dominates: cifar_5x5 (75 taps) 2.6 / 2.9, 7x7 stride-2 on 3 channels
+# (147 taps, 64 output channels) about equal, single_image_large 2.9 / 5.1.
+BAND_MIN_TAPS = 256
+
+
+def _uses_band(geo, dtype):
+    return (PACKED_ENABLED and np.dtype(dtype).itemsize in _PACKED_ITEMSIZES
+            and geo.groups == 1 and geo.C_out >= PACKED_MIN_OUT
+            and geo.C_in * int(np.prod(geo.kernel)) >= BAND_MIN_TAPS)
+
+
 def _banded(geo, xk, pads, w2, b, y, grouped):
     """small_forward (grouped=False) or grouped_forward on a block of samples:
     both copy bands of input rows into per-thread scratch (see
@@ -318,11 +336,18 @@ def _banded(geo, xk, pads, w2, b, y, grouped):
     x4 = xk.reshape(xk.shape[0], geo.C_in, -1, xk.shape[-1])
     items = xk.shape[0] * geo.groups * -(-Ho // BH)
     n = min(get_num_threads(), items)
-    ws = _workspace.scratch("col", (n, C * BR * rowlen + 4 * 32), dtype)
+    ws = _workspace.scratch("col", (n, C * BR * rowlen + _PK * _PQ), dtype)
     arr = (kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, BH)
     if grouped:
         _conv.grouped_forward(x4, w2, b, _flat(y, geo, geo.C_out),
                               np.array(arr + (geo.groups,), np.intp), toff, ws, n)
+    elif _uses_band(geo, dtype):
+        nkb = -(-geo.C_out // _PQ)
+        wq = np.zeros((nkb * _PQ, w2.shape[1]), dtype)
+        wq[:geo.C_out] = w2
+        wq = np.ascontiguousarray(wq.reshape(nkb, _PQ, -1).transpose(0, 2, 1))
+        _conv.band_forward(x4, wq, b, _flat(y, geo, geo.C_out), np.array(arr, np.intp),
+                           toff, ws, n)
     else:
         wpad = np.zeros((-(-geo.C_out // 4) * 4, w2.shape[1]), dtype)
         wpad[:geo.C_out] = w2

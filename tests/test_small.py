@@ -1,8 +1,11 @@
-"""The few-input-channel forward kernel (small_forward) against tests/reference.py.
+"""The few-input-channel forward kernels (small_forward, band_forward) against
+tests/reference.py.
 
-conv1d/conv2d take it for channels-first, groups-1 convolutions with at most
-cyconv.conv.SMALL_MAX_CHANNELS input channels and at least SMALL_MIN_TAPS
-taps; the tests check that it was taken, with work items of one output row
+conv1d/conv2d take them for channels-first, groups-1 convolutions with at
+most cyconv.conv.SMALL_MAX_CHANNELS input channels and at least
+SMALL_MIN_TAPS taps (band_forward from BAND_MIN_TAPS taps and PACKED_MIN_OUT
+output channels, float32, AVX-512); every case runs with each kernel, and
+the tests check that it was taken, with work items of one output row
 and of many, every stride phase split, and rows wider than one 32-column
 register block.
 """
@@ -15,11 +18,20 @@ from conftest import assert_close, by_thread_count, random, spy_kernel
 from cyconv import conv as conv_mod
 
 
-@pytest.fixture
-def small(monkeypatch):
+@pytest.fixture(params=["small_forward", "band_forward"])
+def small(request, monkeypatch):
+    """Either first-layer kernel: small_forward, or band_forward (packed
+    weights, 8-position blocks) with its limits, variant and dtype
+    restrictions lifted."""
     monkeypatch.setattr(conv_mod, "SMALL_MIN_TAPS", 1)
     monkeypatch.setattr(conv_mod, "SMALL_ENABLED", True)   # also in the baseline variant
-    return spy_kernel(monkeypatch, "small_forward")
+    band = request.param == "band_forward"
+    monkeypatch.setattr(conv_mod, "PACKED_ENABLED", band)
+    if band:
+        monkeypatch.setattr(conv_mod, "BAND_MIN_TAPS", 1)
+        monkeypatch.setattr(conv_mod, "PACKED_MIN_OUT", 1)
+        monkeypatch.setattr(conv_mod, "_PACKED_ITEMSIZES", (4, 8))
+    return spy_kernel(monkeypatch, request.param)
 
 
 # (N, C_in, H, W, C_out, kernel, stride, padding, dilation)
@@ -77,6 +89,25 @@ def test_thread_count_does_not_change_bits(small):
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
 
 
+def test_band_selection_rule(monkeypatch):
+    from cyconv import _params
+
+    monkeypatch.setattr(conv_mod, "PACKED_ENABLED", True)
+
+    def uses(C_in=3, k=11, C_out=96, dtype=np.float32):
+        x = np.zeros((1, C_in, 30, 30), dtype)
+        w = np.zeros((C_out, C_in, k, k), dtype)
+        geo = _params.conv_geometry("conv", 2, x, w, None, 4, 0, 1, 1,
+                                    padding_mode="zeros", channels_last=False)
+        return conv_mod._uses_band(geo, dtype)
+    assert uses()
+    assert not uses(k=9)                                  # 243 taps
+    assert not uses(C_out=conv_mod.PACKED_MIN_OUT - 1)
+    assert not uses(dtype=np.float64)
+    monkeypatch.setattr(conv_mod, "PACKED_ENABLED", False)
+    assert not uses()
+
+
 def test_selection_rule(monkeypatch):
     from cyconv import _kernels, _params
 
@@ -100,11 +131,12 @@ def test_selection_rule(monkeypatch):
     assert not conv_mod._uses_small(geo(C_in=4, groups=2))
 
 
-def test_first_layer_against_torch():
+@pytest.mark.parametrize("C_out", [20, 96])   # small_forward, band_forward on AVX-512
+def test_first_layer_against_torch(C_out):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(8)
     x = random(rng, (2, 3, 67, 61))
-    w = random(rng, (20, 3, 11, 11))
+    w = random(rng, (C_out, 3, 11, 11))
     y = cyconv.conv2d(x, w, stride=4, padding=2)
     t = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
                                    stride=4, padding=2)

@@ -1808,3 +1808,124 @@ def packed_forward(const floating[:, :, :, :, ::1] x,   # in (N, C, D, H, W)
                             yr = &y[n, k0 + q, l0 + q0]
                             for o in range(nv):
                                 yr[o] = blk[o * PQ + q] + bv
+
+
+cdef void _tap_block(const floating* wq, Py_ssize_t ntap, const floating* xb,
+                     const Py_ssize_t* toff, floating* out) noexcept nogil:
+    """out (PK, PQ) = sum over taps t of xb[toff[t] + o] * wq[t * PQ + q]: PK
+    consecutive output positions of a band (see small_forward) x PQ output
+    channels of packed weights."""
+    cdef floating a0[PQ]
+    cdef floating a1[PQ]
+    cdef floating a2[PQ]
+    cdef floating a3[PQ]
+    cdef floating a4[PQ]
+    cdef floating a5[PQ]
+    cdef floating a6[PQ]
+    cdef floating a7[PQ]
+    cdef Py_ssize_t t, q
+    cdef floating v0, v1, v2, v3, v4, v5, v6, v7
+    cdef const floating* w
+    cdef const floating* v
+    for q in range(PQ):
+        a0[q] = 0
+        a1[q] = 0
+        a2[q] = 0
+        a3[q] = 0
+        a4[q] = 0
+        a5[q] = 0
+        a6[q] = 0
+        a7[q] = 0
+    for t in range(ntap):
+        w = wq + t * PQ
+        v = xb + toff[t]
+        v0 = v[0]
+        v1 = v[1]
+        v2 = v[2]
+        v3 = v[3]
+        v4 = v[4]
+        v5 = v[5]
+        v6 = v[6]
+        v7 = v[7]
+        for q in range(PQ):
+            a0[q] += v0 * w[q]
+        for q in range(PQ):
+            a1[q] += v1 * w[q]
+        for q in range(PQ):
+            a2[q] += v2 * w[q]
+        for q in range(PQ):
+            a3[q] += v3 * w[q]
+        for q in range(PQ):
+            a4[q] += v4 * w[q]
+        for q in range(PQ):
+            a5[q] += v5 * w[q]
+        for q in range(PQ):
+            a6[q] += v6 * w[q]
+        for q in range(PQ):
+            a7[q] += v7 * w[q]
+    for q in range(PQ):
+        out[q] = a0[q]
+        out[PQ + q] = a1[q]
+        out[2 * PQ + q] = a2[q]
+        out[3 * PQ + q] = a3[q]
+        out[4 * PQ + q] = a4[q]
+        out[5 * PQ + q] = a5[q]
+        out[6 * PQ + q] = a6[q]
+        out[7 * PQ + q] = a7[q]
+
+
+def band_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
+                 const floating[:, :, ::1] wq,     # in (ceil(C_out / PQ), C*kh*kw, PQ), packed
+                 const floating[::1] bias,         # in (C_out,) or (0,)
+                 floating[:, :, ::1] y,            # out (N, C_out, Ho * Wo)
+                 const Py_ssize_t[::1] geo,        # kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, BH
+                 const Py_ssize_t[::1] toff,       # in (C*kh*kw,) tap offsets
+                 floating[:, ::1] ws,              # scratch (threads, band + PK * PQ)
+                 int num_threads):
+    """small_forward with the roles of input and weights exchanged: the same
+    bands of input rows (copied, zero padded, split into stride phases), but
+    register blocks of PK output positions of a row x PQ output channels,
+    the packed weights read as vectors and the band's values broadcast.  A
+    row's last block computes up to PK - 1 positions past its end (inside
+    the band's padded columns) that are not written."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t C_out = y.shape[1], K = wq.shape[1], nkb = wq.shape[0]
+    cdef Py_ssize_t kh = geo[0], kw = geo[1], sh = geo[2], sw = geo[3]
+    cdef Py_ssize_t pt = geo[4], pl = geo[5], dh = geo[6], dw = geo[7]
+    cdef Py_ssize_t Ho = geo[8], Wo = geo[9], BH = geo[10]
+    cdef Py_ssize_t nq = (Wo + DQ - 1) // DQ
+    cdef Py_ssize_t plen = nq * DQ + ((kw - 1) * dw) // sw + 1   # columns per phase
+    cdef Py_ssize_t rowlen = sw * plen
+    cdef Py_ssize_t BR = (BH - 1) * sh + (kh - 1) * dh + 1      # input rows per band
+    cdef Py_ssize_t nbands = (Ho + BH - 1) // BH
+    cdef Py_ssize_t band_len = C * BR * rowlen
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, oh0, oh1, oh, cb, q0, nv, kb, k0, nk, o, q
+    cdef floating* band = NULL
+    cdef floating* blk = NULL
+    cdef floating* yr
+    cdef floating bv
+    if N == 0 or Ho == 0 or Wo == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        band = &ws[cyconv_thread_num(), 0]
+        blk = band + band_len
+        for item in prange(N * nbands, schedule="static"):
+            n = item // nbands
+            oh0 = (item % nbands) * BH
+            oh1 = min(Ho, oh0 + BH)
+            _copy_band(&x[n, 0, 0, 0], C, H, W, oh0 * sh - pt, BR, sw, pl, plen, band)
+            for kb in range(nkb):
+                k0 = kb * PQ
+                nk = min(PQ, C_out - k0)
+                for oh in range(oh0, oh1):
+                    for cb in range((Wo + PK - 1) // PK):
+                        q0 = cb * PK
+                        nv = min(PK, Wo - q0)
+                        _tap_block(&wq[kb, 0, 0], K, band + (oh - oh0) * sh * rowlen + q0,
+                                   &toff[0], blk)
+                        for q in range(nk):
+                            bv = bias[k0 + q] if has_bias else 0
+                            yr = &y[n, k0 + q, oh * Wo + q0]
+                            for o in range(nv):
+                                yr[o] = blk[o * PQ + q] + bv
