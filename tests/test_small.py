@@ -18,20 +18,22 @@ from conftest import assert_close, by_thread_count, random, spy_kernel
 from cyconv import conv as conv_mod
 
 
-@pytest.fixture(params=["small_forward", "band_forward"])
+@pytest.fixture(params=["small_forward", "small_forward_wide", "band_forward"])
 def small(request, monkeypatch):
-    """Either first-layer kernel: small_forward, or band_forward (packed
-    weights, 8-position blocks) with its limits, variant and dtype
+    """Each first-layer kernel: small_forward with blocks of 4 output
+    channels, or of 8 (float32; float64 keeps 4), or band_forward
+    (packed weights, 8-position blocks) with its limits, variant and dtype
     restrictions lifted."""
     monkeypatch.setattr(conv_mod, "SMALL_MIN_TAPS", 1)
     monkeypatch.setattr(conv_mod, "SMALL_ENABLED", True)   # also in the baseline variant
+    monkeypatch.setattr(conv_mod, "SMALL_WIDE", request.param == "small_forward_wide")
     band = request.param == "band_forward"
     monkeypatch.setattr(conv_mod, "PACKED_ENABLED", band)
     if band:
         monkeypatch.setattr(conv_mod, "BAND_MIN_TAPS", 1)
         monkeypatch.setattr(conv_mod, "PACKED_MIN_OUT", 1)
         monkeypatch.setattr(conv_mod, "_PACKED_ITEMSIZES", (4, 8))
-    return spy_kernel(monkeypatch, request.param)
+    return spy_kernel(monkeypatch, request.param.replace("_wide", ""))
 
 
 # (N, C_in, H, W, C_out, kernel, stride, padding, dilation)

@@ -1421,6 +1421,68 @@ cdef void _small_block(const floating* xb, const Py_ssize_t* toff, Py_ssize_t nt
         out[3 * DQ + q] = a3[q]
 
 
+cdef void _small_block8(const floating* xb, const Py_ssize_t* toff, Py_ssize_t ntap,
+                        const floating* w, Py_ssize_t K, floating* out) noexcept nogil:
+    """out (2 * DCO, DQ) = sum over taps t of w[o * K + t] * xb[toff[t] + q]:
+    _small_block for twice the output channels (16 AVX-512 accumulators;
+    with 8-float vectors they would spill)."""
+    cdef floating a0[DQ]
+    cdef floating a1[DQ]
+    cdef floating a2[DQ]
+    cdef floating a3[DQ]
+    cdef floating a4[DQ]
+    cdef floating a5[DQ]
+    cdef floating a6[DQ]
+    cdef floating a7[DQ]
+    cdef Py_ssize_t t, q
+    cdef floating w0, w1, w2, w3, w4, w5, w6, w7
+    cdef const floating* xr
+    for q in range(DQ):
+        a0[q] = 0
+        a1[q] = 0
+        a2[q] = 0
+        a3[q] = 0
+        a4[q] = 0
+        a5[q] = 0
+        a6[q] = 0
+        a7[q] = 0
+    for t in range(ntap):
+        xr = xb + toff[t]
+        w0 = w[t]
+        w1 = w[K + t]
+        w2 = w[2 * K + t]
+        w3 = w[3 * K + t]
+        w4 = w[4 * K + t]
+        w5 = w[5 * K + t]
+        w6 = w[6 * K + t]
+        w7 = w[7 * K + t]
+        for q in range(DQ):
+            a0[q] += w0 * xr[q]
+        for q in range(DQ):
+            a1[q] += w1 * xr[q]
+        for q in range(DQ):
+            a2[q] += w2 * xr[q]
+        for q in range(DQ):
+            a3[q] += w3 * xr[q]
+        for q in range(DQ):
+            a4[q] += w4 * xr[q]
+        for q in range(DQ):
+            a5[q] += w5 * xr[q]
+        for q in range(DQ):
+            a6[q] += w6 * xr[q]
+        for q in range(DQ):
+            a7[q] += w7 * xr[q]
+    for q in range(DQ):
+        out[q] = a0[q]
+        out[DQ + q] = a1[q]
+        out[2 * DQ + q] = a2[q]
+        out[3 * DQ + q] = a3[q]
+        out[4 * DQ + q] = a4[q]
+        out[5 * DQ + q] = a5[q]
+        out[6 * DQ + q] = a6[q]
+        out[7 * DQ + q] = a7[q]
+
+
 cdef void _copy_band(const floating* xc, Py_ssize_t nc, Py_ssize_t H, Py_ssize_t W,
                      Py_ssize_t row0, Py_ssize_t BR, Py_ssize_t sw, Py_ssize_t pl,
                      Py_ssize_t plen, floating* band) noexcept nogil:
@@ -1453,13 +1515,13 @@ cdef void _copy_band(const floating* xc, Py_ssize_t nc, Py_ssize_t H, Py_ssize_t
 
 
 def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
-                  const floating[:, ::1] w,         # in (C_out rounded up to DCO, C*kh*kw)
+                  const floating[:, ::1] w,         # in (C_out rounded up to dco, C*kh*kw)
                   const floating[::1] bias,         # in (C_out,) or (0,)
                   floating[:, :, ::1] y,            # out (N, C_out, Ho * Wo)
                   const Py_ssize_t[::1] geo,        # kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, BH
                   const Py_ssize_t[::1] toff,       # in (C*kh*kw,) tap offsets
-                  floating[:, ::1] ws,              # scratch (threads, band + DCO * DQ)
-                  int num_threads):
+                  floating[:, ::1] ws,              # scratch (threads, band + dco * DQ)
+                  int num_threads, Py_ssize_t dco=DCO):   # output channels per block: DCO or 2 * DCO
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t C_out = y.shape[1], K = w.shape[1]
     cdef Py_ssize_t kh = geo[0], kw = geo[1], sh = geo[2], sw = geo[3]
@@ -1488,14 +1550,18 @@ def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
             oh1 = min(Ho, oh0 + BH)
             # the band's input rows, zero padded and split into phases
             _copy_band(&x[n, 0, 0, 0], C, H, W, oh0 * sh - pt, BR, sw, pl, plen, band)
-            for cb in range((C_out + DCO - 1) // DCO):
-                co = cb * DCO
+            for cb in range((C_out + dco - 1) // dco):
+                co = cb * dco
                 for oh in range(oh0, oh1):
                     for qi in range(nq):
-                        _small_block(band + (oh - oh0) * sh * rowlen + qi * DQ, &toff[0],
-                                     K, &w[co, 0], K, blk)
+                        if dco == DCO:
+                            _small_block(band + (oh - oh0) * sh * rowlen + qi * DQ, &toff[0],
+                                         K, &w[co, 0], K, blk)
+                        else:
+                            _small_block8(band + (oh - oh0) * sh * rowlen + qi * DQ,
+                                          &toff[0], K, &w[co, 0], K, blk)
                         nv = min(DQ, Wo - qi * DQ)
-                        for o in range(min(DCO, C_out - co)):
+                        for o in range(min(dco, C_out - co)):
                             bv = bias[co + o] if has_bias else 0
                             yr = &y[n, co + o, oh * Wo + qi * DQ]
                             for q in range(nv):
