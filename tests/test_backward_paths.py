@@ -229,3 +229,26 @@ def test_inf_at_the_border_matches_the_definition(where, groups, small_winograd)
         np.testing.assert_array_equal(np.isinf(a), np.isinf(r))
         finite = np.isfinite(r)
         np.testing.assert_allclose(a[finite], r[finite], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("col", [0, -1])
+def test_depthwise_weight_gradient_inf_in_a_wrapped_column(col, monkeypatch):
+    """direct_backward_weight sums a same-size plane as one span and then
+    subtracts the positions that wrap around a row end; an inf input in the
+    first or last column is read there by taps whose definition never uses
+    it, and their weight gradient must stay finite (im2col recomputes)."""
+    rng = np.random.default_rng(11)
+    x = random(rng, (2, 3, 6, 9), np.float64)
+    x[1, 2, 3, col] = np.inf
+    w = random(rng, (3, 1, 3, 3), np.float64)
+    gy = random(rng, (2, 3, 6, 9), np.float64)
+    direct = spy_kernel(monkeypatch, "direct_backward_weight")
+    g = cyconv.conv2d_backward(gy, x, w, padding=1, groups=3, needs=("weight",))
+    assert direct
+    with np.errstate(invalid="ignore"):
+        _, rw, _ = ref.conv_nd_backward(gy, x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), 3)
+    np.testing.assert_array_equal(np.isnan(g.weight), np.isnan(rw))
+    np.testing.assert_array_equal(np.isinf(g.weight), np.isinf(rw))
+    assert np.isfinite(rw[2, 0, :, 2 if col == 0 else 0]).all()   # the taps that never read it
+    finite = np.isfinite(rw)
+    np.testing.assert_allclose(g.weight[finite], rw[finite], rtol=1e-10, atol=1e-10)

@@ -442,18 +442,64 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] x,   # in
 
 cdef enum:
     DOTW = 16   # lanes of the vectorised dot products in _tap_sum
+    DOTH = 8    # DOTW / 2
+
+
+cdef inline floating _dot(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
+    """sum of a[o] * b[o] for o < n: two accumulators of DOTW lanes over
+    pairs of DOTW values (two FMA chains in flight), then DOTH lanes, then
+    two scalars, added up at the end in a fixed order."""
+    cdef floating acc0[DOTW]
+    cdef floating acc1[DOTW]
+    cdef floating acc2[DOTH]
+    cdef floating t0 = 0, t1 = 0, s = 0
+    cdef Py_ssize_t q, ob, o = 0
+    for q in range(DOTW):
+        acc0[q] = 0
+        acc1[q] = 0
+    for q in range(DOTH):
+        acc2[q] = 0
+    for ob in range(n // (2 * DOTW)):
+        for q in range(DOTW):
+            acc0[q] += a[o + q] * b[o + q]
+        for q in range(DOTW):
+            acc1[q] += a[o + DOTW + q] * b[o + DOTW + q]
+        o = o + 2 * DOTW
+    if n - o >= DOTW:
+        for q in range(DOTW):
+            acc0[q] += a[o + q] * b[o + q]
+        o = o + DOTW
+    if n - o >= DOTH:
+        for q in range(DOTH):
+            acc2[q] += a[o + q] * b[o + q]
+        o = o + DOTH
+    while o + 1 < n:
+        t0 += a[o] * b[o]
+        t1 += a[o + 1] * b[o + 1]
+        o = o + 2
+    if o < n:
+        t0 += a[o] * b[o]
+    for q in range(DOTW):
+        s += acc0[q] + acc1[q]
+    for q in range(DOTH):
+        s += acc2[q]
+    return s + (t0 + t1)
 
 
 cdef floating _tap_sum(const floating* xn, const floating* gn, const Geom* g,
                        Py_ssize_t a, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
     """sum over output positions o of gy[o] * x[o * s - p + (a, i, j) * d]
     for one input plane xn (D, H, W) and grad_output plane gn (Do, Ho, Wo);
-    positions whose input falls in the padding add nothing.  The sum runs in
-    DOTW lanes (lane q takes the columns q, q + DOTW, ...: the compiler
-    vectorises that, not a single running sum), added up at the end in lane
-    order."""
-    cdef floating acc[DOTW]
-    cdef Py_ssize_t od, oh, q, ow, ob, idd, ih
+    positions whose input falls in the padding add nothing.
+
+    With unit row and column strides and W == Wo, the tap's input rows are
+    as far apart as its grad_output rows, so each depth slice is one _dot
+    over the span from its first to its last valid position; the few
+    positions of that span that wrap around a row end (their input column is
+    padding) are then subtracted.  A wrapped value that is inf or NaN makes
+    the sum NaN (the caller then recomputes by im2col).  Otherwise each row
+    is a _dot (unit column stride) or a strided sum."""
+    cdef Py_ssize_t od, oh, ow, idd, ih, r, span, sw = g.sw
     cdef Py_ssize_t offd = a * g.dd - g.pd, offh = i * g.dh - g.ph, offw = j * g.dw - g.pw
     cdef Py_ssize_t d0 = _first_at_least(-offd, g.sd)
     cdef Py_ssize_t d1 = _end_at_most(g.D - 1 - offd, g.sd, g.Do)
@@ -461,33 +507,36 @@ cdef floating _tap_sum(const floating* xn, const floating* gn, const Geom* g,
     cdef Py_ssize_t h1 = _end_at_most(g.H - 1 - offh, g.sh, g.Ho)
     cdef Py_ssize_t w0 = _first_at_least(-offw, g.sw)
     cdef Py_ssize_t w1 = _end_at_most(g.W - 1 - offw, g.sw, g.Wo)
-    cdef Py_ssize_t nfull = (w1 - w0) // DOTW * DOTW if w1 > w0 else 0
     cdef const floating* gr
     cdef const floating* xr
-    cdef floating s = 0
-    for q in range(DOTW):
-        acc[q] = 0
+    cdef floating s = 0, e = 0, t = 0
+    if h1 <= h0 or w1 <= w0:
+        return 0
     for od in range(d0, d1):
         idd = od * g.sd + offd
+        if sw == 1 and g.sh == 1 and g.W == g.Wo:
+            gr = gn + (od * g.Ho + h0) * g.Wo + w0
+            xr = xn + (idd * g.H + h0 + offh) * g.W + w0 + offw
+            span = (h1 - h0 - 1) * g.Wo + (w1 - w0)
+            s += _dot(gr, xr, span)
+            for r in range(h1 - h0 - 1):   # wrapped: past a row's end, before the next's start
+                for ow in range(w1, g.Wo):
+                    e += gr[r * g.Wo + ow - w0] * xr[r * g.Wo + ow - w0]
+                for ow in range(w0):
+                    e += gr[(r + 1) * g.Wo + ow - w0] * xr[(r + 1) * g.Wo + ow - w0]
+            continue
         for oh in range(h0, h1):
             ih = oh * g.sh + offh
             gr = gn + (od * g.Ho + oh) * g.Wo + w0
-            xr = xn + (idd * g.H + ih) * g.W + w0 * g.sw + offw
-            if g.sw == 1:
-                for ob in range(nfull // DOTW):
-                    ow = ob * DOTW
-                    for q in range(DOTW):
-                        acc[q] += gr[ow + q] * xr[ow + q]
+            xr = xn + (idd * g.H + ih) * g.W + w0 * sw + offw
+            if sw == 1:
+                s += _dot(gr, xr, w1 - w0)
             else:
-                for ob in range(nfull // DOTW):
-                    ow = ob * DOTW
-                    for q in range(DOTW):
-                        acc[q] += gr[ow + q] * xr[(ow + q) * g.sw]
-            for ow in range(nfull, w1 - w0):   # fewer than DOTW: lanes 0, 1, ...
-                acc[ow - nfull] += gr[ow] * xr[ow * g.sw]
-    for q in range(DOTW):
-        s += acc[q]
-    return s
+                t = 0
+                for ow in range(w1 - w0):
+                    t += gr[ow] * xr[ow * sw]
+                s += t
+    return s - e
 
 
 def direct_backward_weight(const floating[:, :, :, :, ::1] x,   # in (N, C, D, H, W)
