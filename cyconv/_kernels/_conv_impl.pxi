@@ -1,4 +1,5 @@
-"""Convolution kernels, 1-D to 3-D: tiled im2col + GEMM, col2im, OpenMP over tiles.
+"""Convolution kernels, 1-D to 3-D: tiled im2col + GEMM, col2im, OpenMP over tiles;
+Winograd and register-blocked direct kernels for the shapes conv.py routes to them.
 
 Kernels trust their inputs: the public ops have validated dtypes, shapes and
 hyperparameters and made every array C-contiguous.  Every array is viewed as
@@ -1713,15 +1714,19 @@ def grouped_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
 
 
 # --------------------------------------------------------------------------
-# Direct GEMM for pointwise convolutions: register blocks of PK output
-# channels x PQ columns over every input channel, no packing of the input
+# Register-blocked GEMMs without BLAS: PK x PQ blocks (16 AVX-512 registers)
 # --------------------------------------------------------------------------
 # A pointwise convolution (1x1, stride 1, no padding, groups 1, channels
 # first) is y[n] (K, L) = W (K, C) @ x[n] (C, L).  A BLAS GEMM packs x[n]
 # into its own panel layout first, a full pass over the input that a
-# convolution with few output channels does not amortise; here the rows of
-# x[n] are read in place, PQ columns at a time, and only the weights are
-# packed (by the caller, once): wp[kb, c, o] = W[kb * PK + o, c].
+# convolution with few output channels does not amortise.  pointwise_forward
+# instead copies x[n] PQ columns at a time into scratch (the next block is
+# prefetched while the current one is computed) and computes PK output
+# channels x PQ columns per _pw_block; only the weights are packed (by the
+# caller, once): wp[kb, c, o] = W[kb * PK + o, c].  packed_forward uses the
+# same block with the roles exchanged (PQ output channels of packed weights
+# as vectors, PK positions of an im2col tile broadcast in place), and
+# band_forward its variant _tap_block over small_forward's bands.
 
 cdef extern from *:
     """
