@@ -1824,14 +1824,15 @@ def pointwise_forward(const floating[:, :, ::1] x,    # in (N, C, L)
                       const floating[::1] bias,       # in (K,) or (0,)
                       floating[:, :, ::1] y,          # out (N, K, L)
                       Py_ssize_t cols,                # columns per work item, a multiple of PQ
-                      floating[:, ::1] ws,            # scratch (threads, C * cols + PK * PQ)
+                      floating[:, ::1] ws,            # scratch (threads, C * PQ + PK * PQ)
                       int num_threads):
     """y[n] = W @ x[n] (+ bias), one work item per (sample, run of ``cols``
-    columns).  The run's columns of every channel are first copied into
-    scratch as blocks of PQ columns (C, PQ), zero padded past the end of the
-    row, so that the register blocks read them sequentially.  Every output is
-    the same sum in the same order whatever the split, so results do not
-    depend on the thread count."""
+    columns), PQ columns at a time: the block's columns of every channel are
+    copied into scratch (C, PQ), zero padded past the end of the row, so
+    that the register blocks read them sequentially, and the first pass over
+    the weights prefetches the next block's.  Every output is the same sum in
+    the same order whatever the split, so results do not depend on the
+    thread count."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef Py_ssize_t K = y.shape[1], nkb = wp.shape[0]
     cdef Py_ssize_t nt = (L + cols - 1) // cols
