@@ -17,6 +17,18 @@ def assert_close(actual, expected, dtype, what=""):
     assert err <= RTOL[dtype] * scale, f"{what}: max error {err:.3g} (scale {scale:.3g})"
 
 
+def assert_same_nonfinite(actual, expected, dtype, what=""):
+    """inf and NaN where the float64 definition has them (infinities of the
+    same sign), and assert_close on the rest."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected, np.float64)
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected), what)
+    np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected), what)
+    np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected), what)
+    finite = np.isfinite(expected)
+    assert_close(actual[finite], expected[finite], dtype, what)
+
+
 def to_last(a):
     """(N, C, ...) -> (N, ..., C)"""
     return np.ascontiguousarray(np.moveaxis(a, 1, -1))
