@@ -299,6 +299,17 @@ def _uses_small(geo):
             and geo.C_in * int(np.prod(geo.kernel)) >= SMALL_MIN_TAPS)
 
 
+def _blocked_weights(w2, block):
+    """(C_out, K) weights as (ceil(C_out / block), K, block), zero padded:
+    wb[b, t, o] = w2[b * block + o, t], the vector operand of the register
+    blocks of pointwise_forward, packed_forward and band_forward."""
+    C_out, K = w2.shape
+    nb = -(-C_out // block)
+    wb = np.zeros((nb * block, K), w2.dtype)
+    wb[:C_out] = w2
+    return np.ascontiguousarray(wb.reshape(nb, block, K).transpose(0, 2, 1))
+
+
 # With many taps (C_in * prod(kernel) >= BAND_MIN_TAPS) and at least
 # PACKED_MIN_OUT output channels, float32 on AVX-512, the first layer runs
 # band_forward instead: the same bands, but register blocks of 8 output
@@ -347,12 +358,8 @@ def _banded(geo, xk, pads, w2, b, y, grouped):
         _conv.grouped_forward(x4, w2, b, _flat(y, geo, geo.C_out),
                               np.array(arr + (geo.groups,), np.intp), toff, ws, n)
     elif _uses_band(geo, dtype):
-        nkb = -(-geo.C_out // _PQ)
-        wq = np.zeros((nkb * _PQ, w2.shape[1]), dtype)
-        wq[:geo.C_out] = w2
-        wq = np.ascontiguousarray(wq.reshape(nkb, _PQ, -1).transpose(0, 2, 1))
-        _conv.band_forward(x4, wq, b, _flat(y, geo, geo.C_out), np.array(arr, np.intp),
-                           toff, ws, n)
+        _conv.band_forward(x4, _blocked_weights(w2, _PQ), b, _flat(y, geo, geo.C_out),
+                           np.array(arr, np.intp), toff, ws, n)
     else:
         dco = 8 if SMALL_WIDE and dtype.itemsize == 4 else 4
         wpad = np.zeros((-(-geo.C_out // dco) * dco, w2.shape[1]), dtype)
@@ -393,10 +400,7 @@ def _uses_pointwise(geo, pads, dtype):
 
 def _pointwise(geo, xk, w2, b, y):
     C, K, dtype = geo.C_in, geo.C_out, w2.dtype
-    nkb = -(-K // _PK)
-    wp = np.zeros((nkb * _PK, C), dtype)
-    wp[:K] = w2
-    wp = np.ascontiguousarray(wp.reshape(nkb, _PK, C).transpose(0, 2, 1))
+    wp = _blocked_weights(w2, _PK)
     L = int(np.prod(geo.out_spatial))
     items = xk.shape[0] * -(-L // _POINTWISE_COLS)
     n = min(get_num_threads(), items)
@@ -435,11 +439,8 @@ def _uses_packed(geo, pads, dtype):
 
 
 def _packed(geo, xk, pads, w2, b, y):
-    K_out, K = w2.shape
-    nkb = -(-K_out // _PQ)
-    if K_out % _PQ:
-        w2 = np.concatenate([w2, np.zeros((nkb * _PQ - K_out, K), w2.dtype)])
-    wq = np.ascontiguousarray(w2.reshape(nkb, _PQ, K).transpose(0, 2, 1))
+    K = w2.shape[1]
+    wq = _blocked_weights(w2, _PQ)
     L = int(np.prod(geo.out_spatial))
     tile = _workspace.tile_size(K, L, w2.dtype.itemsize)
     n = min(get_num_threads(), xk.shape[0] * -(-L // tile))
