@@ -299,6 +299,40 @@ def _uses_small(geo):
             and geo.C_in * int(np.prod(geo.kernel)) >= SMALL_MIN_TAPS)
 
 
+# Depthwise 2-D convolutions (one input channel per group, channels first)
+# with a 3x3 kernel, stride 1 and no column dilation (any padding, any row
+# dilation) use depthwise3_forward: two output rows per pass over the
+# columns of a zero-padded band, sharing two of their four input rows,
+# summed in registers and stored straight into the output, the next work
+# item's input prefetched meanwhile.  Measured (AVX-512), medians, ms,
+# grouped_forward / depthwise3_forward: depthwise_3x3 (8 x 128 channels,
+# 56x56) forward 3.8 / 2.1 at 1 thread, 2.1 / 1.1 at 2 threads; its backward
+# (the input gradient is the adjoint depthwise convolution) 4.9 / 3.9 at
+# 2 threads.  The prefetch alone: 2.2 -> 1.8 ms at 2 threads.  With a
+# variable column offset (column dilation) gcc does not vectorise the loop,
+# so column-dilated kernels keep grouped_forward.
+DEPTHWISE3_ENABLED = True
+
+
+def _uses_depthwise3(geo):
+    return (DEPTHWISE3_ENABLED and geo.nd == 2 and _uses_direct(geo)
+            and tuple(geo.kernel) == (3, 3) and tuple(geo.stride) == (1, 1)
+            and geo.dilation[1] == 1)
+
+
+def _depthwise3(geo, xk, pads, w2, b, y):
+    (pt, _), (pl, _) = pads
+    dh = geo.dilation[0]
+    Ho, Wo = geo.out_spatial
+    plen = Wo + 2
+    BH = max(1, min(Ho, _SMALL_BAND_BYTES // (plen * w2.dtype.itemsize) - 2 * dh))
+    items = xk.shape[0] * geo.C_out * -(-Ho // BH)
+    n = min(get_num_threads(), items)
+    ws = _workspace.scratch("col", (n, (BH + 3 * dh) * plen + Wo), w2.dtype)
+    _conv.depthwise3_forward(xk, w2, b, _flat(y, geo, geo.C_out),
+                             np.array((pt, pl, dh, Ho, Wo, BH), np.intp), ws, n)
+
+
 def _blocked_weights(w2, block):
     """(C_out, K) weights as (ceil(C_out / block), K, block), zero padded:
     wb[b, t, o] = w2[b * block + o, t], the vector operand of the register
@@ -456,6 +490,9 @@ def _forward_block(geo, xk, pads, w2, b, y):
         return
     if _uses_small(geo):
         _banded(geo, xk, pads, w2, b, y, grouped=False)
+        return
+    if _uses_depthwise3(geo):
+        _depthwise3(geo, xk, pads, w2, b, y)
         return
     if _uses_direct(geo) and geo.nd <= 2:
         _banded(geo, xk, pads, w2, b, y, grouped=True)

@@ -2,7 +2,7 @@
 
 * the input gradient of a stride-1 convolution as the forward convolution
   of grad_output with the flipped kernel (_adjoint_geometry), where that
-  convolution takes Winograd or grouped_forward;
+  convolution takes Winograd, grouped_forward or depthwise3_forward;
 * the weight gradient of one-channel-per-group convolutions by
   direct_backward_weight;
 * the weight gradient of Winograd-shaped convolutions in the transformed
@@ -138,7 +138,8 @@ GROUPED = {
 @pytest.mark.parametrize("name", sorted(GROUPED))
 def test_grouped_backward(name, dtype, monkeypatch):
     direct = spy_kernel(monkeypatch, "direct_backward_weight")
-    adj = spy_kernel(monkeypatch, "grouped_forward")
+    grouped = spy_kernel(monkeypatch, "grouped_forward")
+    dw3 = spy_kernel(monkeypatch, "depthwise3_forward")
     nd, N, C, sp, m, k, stride, pad, dil = GROUPED[name]
     rng = np.random.default_rng(len(name))
     x = random(rng, (N, C) + sp, dtype)
@@ -149,7 +150,7 @@ def test_grouped_backward(name, dtype, monkeypatch):
     assert direct, "direct_backward_weight was not taken"
     # the input gradient is a grouped forward for depthwise stride 1 in 1-D/2-D
     adjoint = nd <= 2 and m == 1 and np.all(np.asarray(stride) == 1)
-    assert len(adj) == (2 if adjoint else int(nd <= 2))
+    assert len(grouped) + len(dw3) == (2 if adjoint else int(nd <= 2))
 
 
 def test_backward_bits_do_not_depend_on_thread_count(small_winograd):

@@ -158,10 +158,12 @@ GROUPED = {
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(GROUPED))
 def test_grouped_matches_reference(name, dtype, band, monkeypatch):
-    """Depthwise and channel-multiplier convolutions (grouped_forward)."""
+    """Depthwise and channel-multiplier convolutions (grouped_forward; the
+    3x3 stride-1 ones would take depthwise3_forward, see test_depthwise.py)."""
     N, C, H, W, K, groups, kernel, stride, pad, dil = GROUPED[name]
     if band == "four_rows":
         monkeypatch.setattr(conv_mod, "_SMALL_BAND_BYTES", 1)
+    monkeypatch.setattr(conv_mod, "DEPTHWISE3_ENABLED", False)
     calls = spy_kernel(monkeypatch, "grouped_forward")
     rng = np.random.default_rng(len(name) + 1)
     x = random(rng, (N, C, H, W), dtype)

@@ -1713,6 +1713,120 @@ def grouped_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                                 yr[q] = blk[o * DQ + q] + bv
 
 
+# A software prefetch into L2 (a no-op for other compilers)
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define CYCONV_PREFETCH(p) __builtin_prefetch((p), 0, 2)
+    #else
+    #define CYCONV_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void _prefetch "CYCONV_PREFETCH"(const void* p) noexcept nogil
+
+
+# --------------------------------------------------------------------------
+# Depthwise 3x3, stride 1: two output rows per pass over a zero-padded band
+# --------------------------------------------------------------------------
+# With one input channel per group, a 3x3 kernel, stride 1 and no column
+# dilation, output rows oh and oh + dh read input rows oh, oh + dh,
+# oh + 2 dh and oh + 3 dh (row dilation dh) of the band, two of them shared: one loop over the columns computes both
+# rows from 12 loads and 18 multiply-adds per column, accumulating in
+# registers and storing straight into y (the compiler vectorises the loop
+# over columns).  _rows_block's blocks of 4 rows x DQ columns instead load
+# every tap of every row (36 loads per 36 multiply-adds), go through scratch
+# and waste the columns past Wo of the last block.
+
+cdef void _dw3_pair(const floating* r, Py_ssize_t rs, const floating* w, floating bv,
+                    floating* y0, floating* y1, Py_ssize_t n) noexcept nogil:
+    """y0[q] = sum over i, j < 3 of w[3 i + j] * r[q + i rs + j] + bv and y1
+    the same one row (rs) further, for q < n (taps summed in order).  The
+    column offsets are constants: with a variable one (column dilation) gcc
+    does not vectorise the loop."""
+    cdef floating w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4]
+    cdef floating w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8]
+    cdef floating a0, a1, a2, b0, b1, b2, c0, c1, c2, e0, e1, e2
+    cdef Py_ssize_t q
+    for q in range(n):
+        a0 = r[q]
+        a1 = r[q + 1]
+        a2 = r[q + 2]
+        b0 = r[rs + q]
+        b1 = r[rs + q + 1]
+        b2 = r[rs + q + 2]
+        c0 = r[2 * rs + q]
+        c1 = r[2 * rs + q + 1]
+        c2 = r[2 * rs + q + 2]
+        e0 = r[3 * rs + q]
+        e1 = r[3 * rs + q + 1]
+        e2 = r[3 * rs + q + 2]
+        y0[q] = w0 * a0 + w1 * a1 + w2 * a2 + w3 * b0 + w4 * b1 + w5 * b2 + w6 * c0 + w7 * c1 + w8 * c2 + bv
+        y1[q] = w0 * b0 + w1 * b1 + w2 * b2 + w3 * c0 + w4 * c1 + w5 * c2 + w6 * e0 + w7 * e1 + w8 * e2 + bv
+
+
+def depthwise3_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
+                       const floating[:, ::1] w,         # in (C_out, 9), C_out a multiple of C
+                       const floating[::1] bias,         # in (C_out,) or (0,)
+                       floating[:, :, ::1] y,            # out (N, C_out, Ho * Wo)
+                       const Py_ssize_t[::1] geo,        # pt, pl, dh, Ho, Wo, BH
+                       floating[:, ::1] ws,              # scratch (threads, (BH + 3 dh) * (Wo + 2) + Wo)
+                       int num_threads):
+    """Depthwise (one input channel per group) 3x3 convolution, stride 1,
+    column dilation 1, row dilation dh: output channel k reads input channel k // (C_out // C).  One work item
+    per (sample, output channel, band of BH output rows): the band's input
+    rows are copied zero padded (as in small_forward), then output rows are
+    computed in pairs (r, r + dh) by _dw3_pair; a row without a partner
+    writes its second row into scratch (it reads dh rows past the band's
+    copied rows, scratch that is allocated but not meaningful)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t C_out = y.shape[1]
+    cdef Py_ssize_t pt = geo[0], pl = geo[1], dh = geo[2]
+    cdef Py_ssize_t Ho = geo[3], Wo = geo[4], BH = geo[5]
+    cdef Py_ssize_t mult = C_out // C
+    cdef Py_ssize_t plen = Wo + 2
+    cdef Py_ssize_t BR = BH + 2 * dh
+    cdef Py_ssize_t nbands = (Ho + BH - 1) // BH
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t total = N * C * H * W
+    cdef Py_ssize_t line = 64 // sizeof(floating)
+    cdef Py_ssize_t item, n, k, oh0, nb, blk, r, pf, q
+    cdef const floating* x0 = &x[0, 0, 0, 0]
+    cdef floating* band = NULL
+    cdef floating* spare = NULL
+    cdef floating* yk
+    cdef floating bv
+    if N == 0 or Ho == 0 or Wo == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        band = &ws[cyconv_thread_num(), 0]
+        spare = band + (BR + dh) * plen
+        for item in prange(N * C_out * nbands, schedule="static"):
+            n = item // (C_out * nbands)
+            k = (item // nbands) % C_out
+            oh0 = (item % nbands) * BH
+            nb = min(BH, Ho - oh0)
+            _copy_band(&x[n, k // mult, 0, 0], 1, H, W, oh0 - pt, nb + 2 * dh, 1, pl, plen,
+                       band)
+            bv = bias[k] if has_bias else 0
+            yk = &y[n, k, oh0 * Wo]
+            # the input that follows this band's rows in memory, about what the
+            # thread's next item copies: fetched into L2 while this one computes
+            pf = ((n * C + k // mult) * H + min(H, max(0, oh0 - pt + nb + 2 * dh))) * W
+            # rows blk .. blk + dh - 1 pair with the dh rows after them
+            for blk in range((nb + 2 * dh - 1) // (2 * dh)):
+                for r in range(2 * dh * blk, min(nb, 2 * dh * blk + dh)):
+                    for q in range((2 * W + line - 1) // line):
+                        if pf + q * line < total:
+                            _prefetch(x0 + pf + q * line)
+                    pf = pf + 2 * W   # not +=: Cython would make pf a reduction
+                    if r + dh < nb:
+                        _dw3_pair(band + r * plen, dh * plen, &w[k, 0], bv, yk + r * Wo,
+                                  yk + (r + dh) * Wo, Wo)
+                    else:   # no partner: the second row goes to scratch
+                        _dw3_pair(band + r * plen, dh * plen, &w[k, 0], bv, yk + r * Wo,
+                                  spare, Wo)
+
+
 # --------------------------------------------------------------------------
 # Register-blocked GEMMs without BLAS: PK x PQ blocks (16 AVX-512 registers)
 # --------------------------------------------------------------------------
@@ -1727,17 +1841,6 @@ def grouped_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
 # same block with the roles exchanged (PQ output channels of packed weights
 # as vectors, PK positions of an im2col tile broadcast in place), and
 # band_forward its variant _tap_block over small_forward's bands.
-
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define CYCONV_PREFETCH(p) __builtin_prefetch((p), 0, 2)
-    #else
-    #define CYCONV_PREFETCH(p) ((void)(p))
-    #endif
-    """
-    void _prefetch "CYCONV_PREFETCH"(const void* p) noexcept nogil
-
 
 cdef enum:
     PQ = 32     # columns per register block
