@@ -9,6 +9,7 @@ largest request seen, which the limits below bound whatever the batch size:
 * weight-gradient partial sums: at most PARTIAL_BYTES per call, in at most
   MAX_BUCKETS buckets (none when the weights alone exceed that).
 """
+import math
 import threading
 
 import numpy as np
@@ -24,12 +25,12 @@ _local = threading.local()
 def scratch(key, shape, dtype):
     """An uninitialised array of ``shape``, reused across calls of this thread."""
     dtype = np.dtype(dtype)
-    nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
+    nbytes = max(1, math.prod(shape) * dtype.itemsize)
     bufs = _local.__dict__.setdefault("bufs", {})
     buf = bufs.get(key)
     if buf is None or buf.nbytes < nbytes:
         buf = bufs[key] = np.empty(nbytes, np.uint8)
-    return buf[:int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+    return buf[:math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def tile_size(k, length, itemsize):

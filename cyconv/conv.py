@@ -6,6 +6,7 @@ convolution is the adjoint of a convolution: its forward pass is that
 convolution's input gradient, and its input gradient is that convolution's
 forward pass, so both reuse the same kernels.
 """
+import math
 from collections import namedtuple
 from dataclasses import replace
 
@@ -93,7 +94,7 @@ def _weight_from_matrix(gw2, weight_shape, channels_last):
 
 def _flat(arr, geo, channels):
     """An activation as (N, C, L) or (N, L, C)."""
-    L = int(np.prod(arr.shape[1:-1] if geo.channels_last else arr.shape[2:]))
+    L = math.prod(arr.shape[1:-1] if geo.channels_last else arr.shape[2:])
     return arr.reshape((arr.shape[0], L, channels) if geo.channels_last
                        else (arr.shape[0], channels, L))
 
@@ -144,7 +145,7 @@ def _uses_winograd(geo, dtype):
             and tuple(geo.kernel) == (3, 3) and tuple(geo.stride) == (1, 1)
             and max(geo.dilation) <= WINOGRAD_MAX_DILATION
             and min(geo.C_in, geo.C_out) >= WINOGRAD_MIN_CHANNELS
-            and int(np.prod(geo.out_spatial)) >= WINOGRAD_MIN_OUTPUTS
+            and math.prod(geo.out_spatial) >= WINOGRAD_MIN_OUTPUTS
             and 16 * (geo.C_in + geo.C_out) * np.dtype(dtype).itemsize * WINOGRAD_MIN_TILES
             <= _workspace.TILE_BYTES)
 
@@ -262,7 +263,7 @@ def _winograd_weight_grad(geo, xk, pads, gy):
 def _forward(geo, xk, pads, w2, b, y):
     """y (output layout) = conv of the kernel input xk, with bias b, in blocks
     of samples (see _workspace.sample_blocks)."""
-    L = int(np.prod(geo.out_spatial))
+    L = math.prod(geo.out_spatial)
     plan = _winograd_plan(geo, pads, w2)
     for n0, n1 in _workspace.sample_blocks(geo.N, L * geo.C_out * w2.shape[1]):
         if plan is not None and _winograd_block(geo, plan, xk[n0:n1], b, y[n0:n1]):
@@ -296,7 +297,7 @@ _SMALL_BAND_BYTES = 1 << 16   # input rows copied per work item, about
 def _uses_small(geo):
     return (SMALL_ENABLED and geo.nd <= 2 and not geo.channels_last and geo.groups == 1
             and geo.C_in <= SMALL_MAX_CHANNELS
-            and geo.C_in * int(np.prod(geo.kernel)) >= SMALL_MIN_TAPS)
+            and geo.C_in * math.prod(geo.kernel) >= SMALL_MIN_TAPS)
 
 
 # Depthwise 2-D convolutions (one input channel per group, channels first)
@@ -359,7 +360,7 @@ BAND_MIN_TAPS = 256
 def _uses_band(geo, dtype):
     return (PACKED_ENABLED and np.dtype(dtype).itemsize in _PACKED_ITEMSIZES
             and geo.groups == 1 and geo.C_out >= PACKED_MIN_OUT
-            and geo.C_in * int(np.prod(geo.kernel)) >= BAND_MIN_TAPS)
+            and geo.C_in * math.prod(geo.kernel) >= BAND_MIN_TAPS)
 
 
 def _banded(geo, xk, pads, w2, b, y, grouped):
@@ -435,7 +436,7 @@ def _uses_pointwise(geo, pads, dtype):
 def _pointwise(geo, xk, w2, b, y):
     C, K, dtype = geo.C_in, geo.C_out, w2.dtype
     wp = _blocked_weights(w2, _PK)
-    L = int(np.prod(geo.out_spatial))
+    L = math.prod(geo.out_spatial)
     items = xk.shape[0] * -(-L // _POINTWISE_COLS)
     n = min(get_num_threads(), items)
     ws = _workspace.scratch("col", (n, (C + _PK) * 32), dtype)
@@ -468,14 +469,14 @@ def _uses_packed(geo, pads, dtype):
                 and all(p == 0 for pair in pads for p in pair))   # no im2col: a plain GEMM
     return (PACKED_ENABLED and itemsize in _PACKED_ITEMSIZES and not geo.channels_last
             and geo.groups == 1 and not in_place and geo.C_out >= PACKED_MIN_OUT
-            and geo.C_out * geo.C_in * int(np.prod(geo.kernel)) * itemsize
+            and geo.C_out * geo.C_in * math.prod(geo.kernel) * itemsize
             <= PACKED_MAX_WEIGHT_BYTES)
 
 
 def _packed(geo, xk, pads, w2, b, y):
     K = w2.shape[1]
     wq = _blocked_weights(w2, _PQ)
-    L = int(np.prod(geo.out_spatial))
+    L = math.prod(geo.out_spatial)
     tile = _workspace.tile_size(K, L, w2.dtype.itemsize)
     n = min(get_num_threads(), xk.shape[0] * -(-L // tile))
     ws = _workspace.scratch("col", (n, K * tile + _PK + _PK * _PQ), w2.dtype)
@@ -505,7 +506,7 @@ def _forward_block(geo, xk, pads, w2, b, y):
     if _uses_packed(geo, pads, w2.dtype):
         _packed(geo, xk, pads, w2, b, y)
         return
-    L = int(np.prod(geo.out_spatial))
+    L = math.prod(geo.out_spatial)
     tile = _workspace.tile_size(w2.shape[1], L, w2.dtype.itemsize)
     n = min(get_num_threads(), N * geo.groups * -(-L // tile))
     ws = _workspace.scratch("col", (n, w2.shape[1] * tile), w2.dtype)
@@ -526,7 +527,7 @@ _DIRECT_WEIGHT_ITEMS = 64
 
 def _backward_weight(geo, xk, pads, gy):
     """(C_out, K) weight gradient from the kernel input and grad_output (N, ., .)."""
-    K = geo.C_in // geo.groups * int(np.prod(geo.kernel))
+    K = geo.C_in // geo.groups * math.prod(geo.kernel)
     dtype = gy.dtype
     gw2 = _winograd_weight_grad(geo, xk, pads, gy)
     if gw2 is not None:
@@ -544,7 +545,7 @@ def _backward_weight(geo, xk, pads, gy):
         # or NaN, which always leaves a non-finite tap; im2col then recomputes.
         if np.isfinite(gw2).all():
             return gw2
-    L = int(np.prod(geo.out_spatial))
+    L = math.prod(geo.out_spatial)
     tile = _workspace.tile_size(K, L, dtype.itemsize)
     nb = _workspace.buckets(geo.N * -(-L // tile), geo.C_out * K * dtype.itemsize)
     n = min(get_num_threads(), nb)
@@ -561,7 +562,7 @@ def _backward_weight(geo, xk, pads, gy):
 def _backward_input(geo, gy, w2, pads, shape):
     """Gradient of the kernel input (``shape``) from grad_output (N, ., .), in
     blocks of samples."""
-    L = int(np.prod(geo.out_spatial))
+    L = math.prod(geo.out_spatial)
     tile = _workspace.row_aligned(_workspace.tile_size(w2.shape[1], L, w2.dtype.itemsize),
                                   geo.out_spatial[-1])
     gx = np.zeros(shape, w2.dtype)

@@ -1,4 +1,5 @@
 """Locally connected 2-D layer: a convolution without parameter sharing."""
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -40,7 +41,7 @@ def _weights(weight, dtype, channels_last):
 def _launch(geo, dtype):
     """Kernel geometry, samples per block (patches + outputs within one tile
     budget) and K, the weights per output neuron."""
-    K = geo.C_in * int(np.prod(geo.kernel))
+    K = geo.C_in * math.prod(geo.kernel)
     nb = max(1, min(geo.N, _workspace.TILE_BYTES // ((K + geo.C_out) * dtype.itemsize)))
     return P.launch_geometry(geo.kernel, geo.stride, geo.pads, geo.dilation,
                              geo.out_spatial), nb, K
@@ -88,7 +89,7 @@ def locally_connected2d(x, weight, bias=None, stride=1, padding=0, dilation=1, *
     if geo.N == 0:
         return y
     launch, nb, K = _launch(geo, dtype)
-    L = int(np.prod(geo.out_spatial))
+    L = math.prod(geo.out_spatial)
     b = (np.empty((0, 0), dtype) if bias is None
          else P.contiguous(bias, dtype).reshape(geo.C_out, L))
     ws, n = _scratch(geo, nb, K, dtype, L * -(-geo.N // nb))
@@ -124,7 +125,7 @@ def locally_connected2d_backward(grad_output, x, weight, stride=1, padding=0, di
     if grad_output.shape != geo.output_shape:
         raise ValueError(f"{op}: grad_output has shape {grad_output.shape}, expected "
                          f"{geo.output_shape} (the shape of locally_connected2d's output)")
-    L = int(np.prod(geo.out_spatial))
+    L = math.prod(geo.out_spatial)
     gy = P.contiguous(grad_output, dtype).reshape(
         (geo.N, L, geo.C_out) if geo.channels_last else (geo.N, geo.C_out, L))
     launch, nb, K = _launch(geo, dtype)
