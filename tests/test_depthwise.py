@@ -1,12 +1,16 @@
-"""The depthwise 3x3 forward kernel (depthwise3_forward) against tests/reference.py.
+"""The 3x3 stride-1 forward kernels depthwise3_forward and single3x3_forward
+against tests/reference.py.
 
-conv2d takes it for channels-first convolutions with one input channel per
-group (depthwise and channel multipliers), a 3x3 kernel, stride 1 and no
-column dilation, with any padding and row dilation, in every variant and
-both dtypes.  The cases cover output rows without a partner row (odd
+conv2d takes depthwise3_forward for channels-first convolutions with one
+input channel per group (depthwise and channel multipliers), a 3x3 kernel,
+stride 1 and no column dilation, with any padding and row dilation, in
+every variant and both dtypes.  The cases cover output rows without a partner row (odd
 heights, row dilation), single-row outputs, widths that are not a multiple
 of any vector length, asymmetric padding, padding larger than the input,
 bands of a few rows, and the input gradient (the adjoint convolution).
+single3x3_forward (a one-channel input, groups 1, same kernels) gets the
+same kinds of cases, with odd output-channel counts (it computes two output
+channels per pass).
 """
 import numpy as np
 import pytest
@@ -135,3 +139,89 @@ def test_selection_rule():
     assert not uses(groups=4)                   # two input channels per group
     assert not uses(C=1, groups=1)              # a plain convolution
     assert not uses(cl=True)
+
+
+# ---------------------------------------------------------------------------
+# single3x3_forward: a one-channel input (groups 1), 3x3, stride 1
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def single3x3(monkeypatch):
+    return spy_kernel(monkeypatch, "single3x3_forward")
+
+
+# (N, C_out, H, W, padding ((top, bottom), (left, right)), row dilation)
+SINGLE = {
+    "mnist_like": (3, 8, 28, 28, ((1, 1), (1, 1)), 1),
+    "odd_channels": (2, 5, 7, 9, ((1, 1), (1, 1)), 1),
+    "one_channel_out": (2, 1, 6, 11, ((0, 0), (1, 1)), 1),
+    "one_by_one_input": (3, 2, 1, 1, ((1, 1), (1, 1)), 1),
+    "asymmetric": (1, 4, 10, 5, ((2, 0), (0, 3)), 1),
+    "pad_beyond_input": (1, 3, 2, 3, ((4, 3), (5, 2)), 1),
+    "row_dilation_2": (2, 3, 12, 13, ((2, 2), (1, 1)), 2),
+    "row_dilation_3_valid": (1, 2, 13, 9, ((0, 0), (0, 0)), 3),
+    "wide": (1, 3, 4, 150, ((1, 1), (1, 1)), 1),
+}
+
+
+@pytest.mark.parametrize("band", ["default", "few_rows"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(SINGLE))
+def test_single_channel_matches_reference(name, dtype, band, single3x3, monkeypatch):
+    if band == "few_rows":   # bands of one output row
+        monkeypatch.setattr(conv_mod, "_SMALL_BAND_BYTES", 1)
+    N, K, H, W, pads, dh = SINGLE[name]
+    rng = np.random.default_rng(len(name) + 40)
+    x = random(rng, (N, 1, H, W), dtype)
+    w = random(rng, (K, 1, 3, 3), dtype)
+    b = random(rng, (K,), dtype)
+    x0, w0 = x.copy(), w.copy()
+    y = cyconv.conv2d(x, w, b, padding=pads, dilation=(dh, 1))
+    assert single3x3, "single3x3_forward was not taken"
+    assert np.array_equal(x, x0) and np.array_equal(w, w0)
+    assert_close(y, ref.conv_nd(x, w, b, (1, 1), pads, (dh, 1)), dtype, name)
+
+
+def test_single_channel_against_torch_and_threads():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    x = random(rng, (5, 1, 28, 28))
+    w = random(rng, (7, 1, 3, 3))
+    b = random(rng, (7,))
+    outs = by_thread_count(lambda: cyconv.conv2d(x, w, b, padding=1))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    t = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                   torch.from_numpy(b).double(), padding=1)
+    assert_close(outs[0], t.numpy(), np.float32)
+
+
+def test_single_channel_inf_and_nan(single3x3):
+    rng = np.random.default_rng(12)
+    x = random(rng, (2, 1, 8, 9))
+    w = random(rng, (3, 1, 3, 3))
+    x[0, 0, 3, 8] = np.inf    # last column: the dropped columns past the row read it
+    x[1, 0, 0, 0] = np.nan
+    w[1, 0, 2, 2] = -np.inf
+    y = cyconv.conv2d(x, w, padding=1)
+    with np.errstate(invalid="ignore"):
+        r = ref.conv_nd(x.astype(np.float64), w.astype(np.float64), None, (1, 1),
+                        ((1, 1), (1, 1)), (1, 1))
+    assert single3x3
+    assert_same_nonfinite(y, r, np.float32)
+
+
+def test_single_channel_selection_rule():
+    from cyconv import _params
+
+    def uses(C=1, groups=1, k=(3, 3), stride=1, dilation=1, cl=False):
+        x = np.zeros((1, C, 12, 12), np.float32)
+        if cl:
+            x = np.moveaxis(x, 1, -1)
+        w = np.zeros((4, C // groups) + k, np.float32)
+        geo = _params.conv_geometry("conv", 2, x, w, None, stride, 1, dilation, groups,
+                                    padding_mode="zeros", channels_last=cl)
+        return conv_mod._uses_single3x3(geo)
+    assert uses()
+    assert uses(dilation=(2, 1))
+    assert not uses(C=2) and not uses(dilation=(1, 2)) and not uses(k=(5, 5))
+    assert not uses(stride=2) and not uses(cl=True)

@@ -1827,6 +1827,88 @@ def depthwise3_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                                   spare, Wo)
 
 
+# One input channel (groups 1): every output channel reads the same band,
+# copied once per work item.  Narrow rows (28 columns in mnist_small) leave
+# most of _dw3_pair's vector loop to its scalar remainder, so the band is
+# treated as one flat array of pitch P = Wo + 2: output p = r P + q is the
+# sum of w[3 i + j] * band[p + i dh P + j] (q < Wo; the two columns past
+# each row are computed and dropped), one loop over the whole band, then
+# copied out row by row.
+
+cdef void _flat3(const floating* b, Py_ssize_t rs, const floating* w, const floating* v,
+                 floating bw, floating bv, floating* o, floating* u, Py_ssize_t n) noexcept nogil:
+    """o[p] = sum over i, j < 3 of w[3 i + j] * b[p + i rs + j] + bw and u[p]
+    the same with weights v and bias bv, p < n: two output channels from
+    each load."""
+    cdef floating w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4]
+    cdef floating w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8]
+    cdef floating v0 = v[0], v1 = v[1], v2 = v[2], v3 = v[3], v4 = v[4]
+    cdef floating v5 = v[5], v6 = v[6], v7 = v[7], v8 = v[8]
+    cdef floating a0, a1, a2, c0, c1, c2, e0, e1, e2
+    cdef const floating* b1 = b + rs
+    cdef const floating* b2 = b1 + rs
+    cdef Py_ssize_t p
+    for p in range(n):
+        a0 = b[p]
+        a1 = b[p + 1]
+        a2 = b[p + 2]
+        c0 = b1[p]
+        c1 = b1[p + 1]
+        c2 = b1[p + 2]
+        e0 = b2[p]
+        e1 = b2[p + 1]
+        e2 = b2[p + 2]
+        o[p] = w0 * a0 + w1 * a1 + w2 * a2 + w3 * c0 + w4 * c1 + w5 * c2 + w6 * e0 + w7 * e1 + w8 * e2 + bw
+        u[p] = v0 * a0 + v1 * a1 + v2 * a2 + v3 * c0 + v4 * c1 + v5 * c2 + v6 * e0 + v7 * e1 + v8 * e2 + bv
+
+
+def single3x3_forward(const floating[:, :, :, ::1] x,   # in (N, 1, H, W)
+                      const floating[:, ::1] w,         # in (C_out, 9)
+                      const floating[::1] bias,         # in (C_out,) or (0,)
+                      floating[:, :, ::1] y,            # out (N, C_out, Ho * Wo)
+                      const Py_ssize_t[::1] geo,        # pt, pl, dh, Ho, Wo, BH
+                      floating[:, ::1] ws,              # scratch (threads, (3 BH + 2 dh) (Wo + 2) + 2)
+                      int num_threads):
+    """3x3 convolution of a one-channel input, stride 1, column dilation 1,
+    row dilation dh.  One work item per (sample, band of BH output rows):
+    the band is copied zero padded (as in small_forward), then each output
+    channel is computed over the flat band by _flat3 into scratch and its
+    rows copied into y."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t C_out = y.shape[1]
+    cdef Py_ssize_t pt = geo[0], pl = geo[1], dh = geo[2]
+    cdef Py_ssize_t Ho = geo[3], Wo = geo[4], BH = geo[5]
+    cdef Py_ssize_t P = Wo + 2
+    cdef Py_ssize_t nbands = (Ho + BH - 1) // BH
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, kp, k, k1, oh0, nb, r, q
+    cdef floating* band = NULL
+    cdef floating* o = NULL
+    cdef floating* yr
+    cdef floating* orow
+    if N == 0 or Ho == 0 or Wo == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        band = &ws[cyconv_thread_num(), 0]
+        o = band + (BH + 2 * dh) * P + 2
+        for item in prange(N * nbands, schedule="static"):
+            n = item // nbands
+            oh0 = (item % nbands) * BH
+            nb = min(BH, Ho - oh0)
+            _copy_band(&x[n, 0, 0, 0], 1, H, W, oh0 - pt, nb + 2 * dh, 1, pl, P, band)
+            for kp in range((C_out + 1) // 2):   # output channels k and k + 1
+                k = 2 * kp
+                k1 = min(k + 1, C_out - 1)   # an odd last channel is computed twice
+                _flat3(band, dh * P, &w[k, 0], &w[k1, 0], bias[k] if has_bias else 0,
+                       bias[k1] if has_bias else 0, o, o + BH * P, nb * P)
+                for k1 in range(k, min(k + 2, C_out)):
+                    for r in range(nb):
+                        yr = &y[n, k1, (oh0 + r) * Wo]
+                        orow = o + ((k1 - k) * BH + r) * P
+                        for q in range(Wo):
+                            yr[q] = orow[q]
+
+
 # --------------------------------------------------------------------------
 # Register-blocked GEMMs without BLAS: PK x PQ blocks (16 AVX-512 registers)
 # --------------------------------------------------------------------------
