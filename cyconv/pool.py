@@ -41,6 +41,9 @@ def _forward(geo, x, dtype, op_code, out=None, want_idx=False, norm=1.0, divisor
         # dim, multiplied across dims) plus the elements it reads
         taps = geo.C * int(np.prod(geo.count.sum(axis=1)))
         per_sample = taps + x.size // max(1, x.shape[0])
+        n = get_num_threads()
+        # a row of the input per thread: windows of several rows folded into one
+        ws = _workspace.scratch("pool", (n, 1 if geo.channels_last else x.shape[-1]), dtype)
         for n0, n1 in _workspace.sample_blocks(x.shape[0], per_sample):
             _pool.pool_forward(geo.view5(x[n0:n1], geo.spatial),
                                geo.view5(y[n0:n1], geo.out_spatial),
@@ -48,7 +51,7 @@ def _forward(geo, x, dtype, op_code, out=None, want_idx=False, norm=1.0, divisor
                                else _NO_INDEX,
                                geo.first, geo.count, geo.divc if divc is None else divc,
                                geo.step, geo.wrun, op_code, float(norm), float(divisor),
-                               want_idx, geo.channels_last, get_num_threads())
+                               want_idx, geo.channels_last, ws, n)
     return y, idx
 
 

@@ -461,3 +461,45 @@ def test_identical_results_for_1_and_2_threads(channels_last):
             runs.append((y, i, a, g, m))
     for p, q in zip(*runs):
         assert np.array_equal(p, q)
+
+
+# Without indices, max and average windows of several input rows are folded
+# into one row first, then picked along it (one pass for 2 or 3 adjacent
+# taps with stride 2): wide rows (vector loops and their remainders), the
+# windows cut by padding, a depth-only fold (one row per window in H).
+FOLDED = {
+    "wide_3x3_s2_p1": ((1, 3, 9, 101), 3, 2, 1),
+    "wide_2x2_s2": ((2, 2, 6, 70), 2, 2, 0),
+    "3x2_s2_p1": ((1, 2, 7, 9), (3, 2), 2, (1, 0)),
+    "2x3_s2_p1": ((1, 2, 6, 9), (2, 3), 2, (0, 1)),
+    "3d_depth_only": ((1, 2, 5, 4, 9), (3, 1, 2), (2, 1, 2), (1, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("op", ["max", "avg"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(FOLDED))
+def test_folded_rows_match_reference(name, dtype, op):
+    shape, k, s, p = FOLDED[name]
+    nd = len(shape) - 2
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    x = random(rng, shape, dtype)
+    fn = getattr(cyconv, f"{op}_pool{nd}d")
+    y = fn(x, k, s, p)
+    pads = [(q, q) for q in _tuple(p, nd)]
+    r = ref.pool(x, op, _tuple(k, nd), _tuple(s, nd), pads, (1,) * nd)
+    assert_close(y, r[0] if op == "max" else r, dtype, name)
+
+
+@pytest.mark.parametrize("row", [0, 1, 2])
+@pytest.mark.parametrize("col", [0, 1, 2, 3])
+def test_folded_max_takes_nan_from_any_tap(row, col):
+    """A NaN anywhere in a 3x3 stride-2 window reaches its output, whichever
+    row (the vertical fold) and column (the pick along the row) it is in."""
+    x = np.arange(5 * 6, dtype=np.float32).reshape(1, 1, 5, 6)
+    x[0, 0, 1 + row, 1 + col] = np.nan
+    y = cyconv.max_pool2d(x, 3, 2, 1)
+    r = ref.pool(x.astype(np.float64), "max", (3, 3), (2, 2), [(1, 1), (1, 1)], (1, 1))[0]
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(r))
+    assert np.isnan(y).any()
+    assert_close(y[~np.isnan(y)], r[~np.isnan(r)], np.float32)
