@@ -1540,7 +1540,7 @@ cdef void _copy_band(const floating* xc, Py_ssize_t nc, Py_ssize_t H, Py_ssize_t
     (H, W) at xc, zero padded (input row ih = row0 + r, column
     iw = m * sw + p - pl)."""
     cdef Py_ssize_t rowlen = sw * plen
-    cdef Py_ssize_t c, r, ih, p, m, iw
+    cdef Py_ssize_t c, r, ih, p
     cdef Py_ssize_t lo = min(plen, max(0, pl))
     cdef Py_ssize_t hi = max(lo, min(plen, pl + W))
     cdef floating* dst
@@ -1557,11 +1557,9 @@ cdef void _copy_band(const floating* xc, Py_ssize_t nc, Py_ssize_t H, Py_ssize_t
                 memset(dst, 0, lo * sizeof(floating))
                 memcpy(dst + lo, src + lo - pl, (hi - lo) * sizeof(floating))
                 memset(dst + hi, 0, (plen - hi) * sizeof(floating))
-            else:
+            else:   # phase p, column m: input column m * sw + p - pl
                 for p in range(sw):
-                    for m in range(plen):
-                        iw = m * sw + p - pl
-                        dst[p * plen + m] = src[iw] if 0 <= iw < W else 0
+                    _gather(src, W, p - pl, sw, plen, dst + p * plen)
 
 
 def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
