@@ -321,10 +321,15 @@ def _uses_small(geo):
 DEPTHWISE3_ENABLED = True
 
 
+def _is_3x3_rows(geo):
+    """What depthwise3_forward and single3x3_forward compute: 2-D, channels
+    first, a 3x3 kernel, stride 1, no column dilation."""
+    return (geo.nd == 2 and not geo.channels_last and tuple(geo.kernel) == (3, 3)
+            and tuple(geo.stride) == (1, 1) and geo.dilation[1] == 1)
+
+
 def _uses_depthwise3(geo):
-    return (DEPTHWISE3_ENABLED and geo.nd == 2 and _uses_direct(geo)
-            and tuple(geo.kernel) == (3, 3) and tuple(geo.stride) == (1, 1)
-            and geo.dilation[1] == 1)
+    return DEPTHWISE3_ENABLED and _is_3x3_rows(geo) and _uses_direct(geo)
 
 
 def _depthwise3(geo, xk, pads, w2, b, y):
@@ -352,10 +357,7 @@ SINGLE3X3_ENABLED = True
 
 
 def _uses_single3x3(geo):
-    return (SINGLE3X3_ENABLED and geo.nd == 2 and not geo.channels_last
-            and geo.C_in == 1 and geo.groups == 1
-            and tuple(geo.kernel) == (3, 3) and tuple(geo.stride) == (1, 1)
-            and geo.dilation[1] == 1)
+    return SINGLE3X3_ENABLED and _is_3x3_rows(geo) and geo.C_in == 1 and geo.groups == 1
 
 
 def _single3x3(geo, xk, pads, w2, b, y):
