@@ -45,6 +45,10 @@ def build_info():
         "threads": _threads.get_num_threads(),
         "threads_default": n,
         "threads_source": src,
+        "bind_threads": ("unavailable (needs Linux and OpenMP)"
+                         if _threads._openmp_helpers() is None
+                         else "on (CYCONV_BIND_THREADS=0 turns it off)" if _threads.BIND_THREADS
+                         else "off"),
         **flags,
     }
 
@@ -65,6 +69,7 @@ def show_config():
         f"  BLAS:            {'; '.join(info['blas']) or 'none found'}",
         f"  threads:         {info['threads']} (default {info['threads_default']} "
         f"from {info['threads_source']})",
+        f"  worker binding:  {info['bind_threads']}",
         f"  compiler:        {info['compiler']}",
         f"  compile flags:   {info['cflags']}",
         f"  link flags:      {info['ldflags'] or '(none)'}",

@@ -11,6 +11,11 @@ import threading
 
 __all__ = ["get_num_threads", "set_num_threads", "num_threads"]
 
+
+def _flag(var, default):
+    raw = os.environ.get(var, "").strip().lower()
+    return default if not raw else raw not in ("0", "false", "no", "off")
+
 _local = threading.local()
 _lock = threading.Lock()
 _state = {"default": None, "source": None, "parallel_used": False,
@@ -140,6 +145,68 @@ def num_threads(n):
         yield n
     finally:
         stack.pop()
+
+
+# --------------------------------------------------------------------------
+# Worker binding
+# --------------------------------------------------------------------------
+# Between calls the OpenMP worker threads sleep.  On a virtual machine whose
+# host deschedules an idle vCPU, Linux then treats that CPU as busy and may
+# wake a worker on the CPU of the thread that woke it, where it waits behind
+# it for a scheduler tick or until that thread finishes its own share: a
+# 2-thread kernel then takes longer than with 1 thread.  Measured on the
+# 2-vCPU benchmark VM, medians, depthwise 3x3 (8 x 64 x 56 x 56) at 2
+# threads: 0.7 ms called back to back, 7.5 ms after 0.1 s idle (the second
+# thread started 3.8 ms late); with the workers bound 1.2 ms.  So each
+# worker of a team is bound to one CPU of the process's affinity mask, never
+# the one its master thread ran on when it was bound (the master itself is
+# never bound, and the workers are bound again when it has moved), unless
+# the team is larger than the mask.  CYCONV_BIND_THREADS=0 turns it off.
+BIND_THREADS = _flag("CYCONV_BIND_THREADS", True)
+_omp = []
+
+
+def _openmp_helpers():
+    if not _omp:
+        from ._kernels import _openmp_helpers as h
+        _omp.append(h if h.can_bind() and hasattr(os, "sched_getaffinity") else None)
+    return _omp[0]
+
+
+def bind_workers(n):
+    """Bind the workers of this thread's OpenMP team of ``n`` threads (see
+    above), unless they already are for ``n`` threads and this CPU."""
+    h = _openmp_helpers()
+    if h is None:
+        return
+    cpu = h.current_cpu()
+    if getattr(_local, "bound", None) == (n, cpu):
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    cpus = []
+    if cpu in allowed and n <= len(allowed):
+        i = allowed.index(cpu)
+        cpus = (allowed[i + 1:] + allowed[:i])[:n - 1]
+    import numpy as np
+    done = np.zeros(n, np.intc)
+    h.bind_workers(n, np.array(cpus, np.intc), np.array(allowed, np.intc), done)
+    _local.bound = (n, cpu)
+
+
+def kernel_threads(items=None):
+    """Team size for a kernel about to run in the calling thread: the thread
+    count (get_num_threads), at most ``items`` (its work items) and at least
+    1, with the team's workers bound first (BIND_THREADS).
+
+    The binding is for exactly this team size: a smaller team makes libgomp
+    end the workers it no longer needs, and a larger one starts new, unbound
+    ones."""
+    n = get_num_threads()
+    if items is not None:
+        n = max(1, min(n, items))
+    if n > 1 and BIND_THREADS:
+        bind_workers(n)
+    return n
 
 
 def default_source():

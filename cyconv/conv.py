@@ -16,7 +16,7 @@ from . import _params as P
 from . import _workspace
 from . import _kernels
 from ._kernels import conv as _conv
-from ._threads import blas_single_threaded, get_num_threads
+from ._threads import blas_single_threaded, kernel_threads
 
 __all__ = ["ConvGrads"]
 __all__ += [f"conv{nd}d" for nd in (1, 2, 3)]
@@ -220,7 +220,7 @@ def _winograd_block(geo, plan, xk, b, y):
     """Winograd forward of a block of samples; False when it read inf or NaN."""
     u, pads, m = plan
     arr, items, T = _winograd_tiling(geo, pads, u.dtype, xk.shape[0], m)
-    n = min(get_num_threads(), items)
+    n = kernel_threads(items)
     ws = _workspace.scratch("col", (n, u.shape[0] * (geo.C_in + geo.C_out) * T), u.dtype)
     with blas_single_threaded():
         bad = _conv.winograd_forward(xk, u, b,
@@ -252,7 +252,7 @@ def _winograd_weight_grad(geo, xk, pads, gy):
     nb = _workspace.buckets(items, 16 * K * C * dtype.itemsize)
     if nb < min(items, _WINOGRAD_WEIGHT_MIN_BUCKETS):
         return None
-    n = min(get_num_threads(), nb)
+    n = kernel_threads(nb)
     ws = _workspace.scratch("col", (n, 16 * (C + K) * T), dtype)
     partial = (_workspace.scratch("partial", (nb, 16 * K * C), dtype) if nb > 1
                else np.empty((1, 1), dtype))
@@ -339,7 +339,7 @@ def _depthwise3(geo, xk, pads, w2, b, y):
     plen = Wo + 2
     BH = max(1, min(Ho, _SMALL_BAND_BYTES // (plen * w2.dtype.itemsize) - 2 * dh))
     items = xk.shape[0] * geo.C_out * -(-Ho // BH)
-    n = min(get_num_threads(), items)
+    n = kernel_threads(items)
     ws = _workspace.scratch("col", (n, (BH + 3 * dh) * plen + Wo), w2.dtype)
     _conv.depthwise3_forward(xk, w2, b, _flat(y, geo, geo.C_out),
                              np.array((pt, pl, dh, Ho, Wo, BH), np.intp), ws, n)
@@ -367,7 +367,7 @@ def _single3x3(geo, xk, pads, w2, b, y):
     P = Wo + 2
     BH = max(1, min(Ho, _SMALL_BAND_BYTES // (3 * P * w2.dtype.itemsize) - dh))
     items = xk.shape[0] * -(-Ho // BH)
-    n = min(get_num_threads(), items)
+    n = kernel_threads(items)
     ws = _workspace.scratch("col", (n, (3 * BH + 2 * dh) * P + 2), w2.dtype)
     _conv.single3x3_forward(xk, w2, b, _flat(y, geo, geo.C_out),
                             np.array((pt, pl, dh, Ho, Wo, BH), np.intp), ws, n)
@@ -425,7 +425,7 @@ def _banded(geo, xk, pads, w2, b, y, grouped):
         np.intp)
     x4 = xk.reshape(xk.shape[0], geo.C_in, -1, xk.shape[-1])
     items = xk.shape[0] * geo.groups * -(-Ho // BH)
-    n = min(get_num_threads(), items)
+    n = kernel_threads(items)
     ws = _workspace.scratch("col", (n, C * BR * rowlen + _PK * _PQ), dtype)
     arr = (kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, BH)
     if grouped:
@@ -477,7 +477,7 @@ def _pointwise(geo, xk, w2, b, y):
     wp = _blocked_weights(w2, _PK)
     L = math.prod(geo.out_spatial)
     items = xk.shape[0] * -(-L // _POINTWISE_COLS)
-    n = min(get_num_threads(), items)
+    n = kernel_threads(items)
     ws = _workspace.scratch("col", (n, (C + _PK) * 32), dtype)
     _conv.pointwise_forward(xk.reshape(xk.shape[0], C, L), wp, b, _flat(y, geo, K),
                             _POINTWISE_COLS, ws, n)
@@ -517,7 +517,7 @@ def _packed(geo, xk, pads, w2, b, y):
     wq = _blocked_weights(w2, _PQ)
     L = math.prod(geo.out_spatial)
     tile = _workspace.tile_size(K, L, w2.dtype.itemsize)
-    n = min(get_num_threads(), xk.shape[0] * -(-L // tile))
+    n = kernel_threads(xk.shape[0] * -(-L // tile))
     ws = _workspace.scratch("col", (n, K * tile + _PK + _PK * _PQ), w2.dtype)
     _conv.packed_forward(P.view5(xk, geo.nd, False), wq, b, _flat(y, geo, geo.C_out),
                          _launch(geo, pads)[0], ws, tile, n)
@@ -543,14 +543,14 @@ def _forward_block(geo, xk, pads, w2, b, y):
     if _uses_direct(geo):
         _conv.direct_forward(P.view5(xk, geo.nd, False), w2, b, _flat(y, geo, geo.C_out),
                              _launch(geo, pads)[0], geo.groups,
-                             min(get_num_threads(), max(1, y.size // 4096)))
+                             kernel_threads(max(1, y.size // 4096)))
         return
     if _uses_packed(geo, pads, w2.dtype):
         _packed(geo, xk, pads, w2, b, y)
         return
     L = math.prod(geo.out_spatial)
     tile = _workspace.tile_size(w2.shape[1], L, w2.dtype.itemsize)
-    n = min(get_num_threads(), N * geo.groups * -(-L // tile))
+    n = kernel_threads(N * geo.groups * -(-L // tile))
     ws = _workspace.scratch("col", (n, w2.shape[1] * tile), w2.dtype)
     with blas_single_threaded():
         _conv.conv_forward(P.view5(xk, geo.nd, geo.channels_last), w2, b,
@@ -581,7 +581,7 @@ def _backward_weight(geo, xk, pads, gy):
         gw2 = np.empty((geo.C_out, K), dtype)
         _conv.direct_backward_weight(P.view5(xk, geo.nd, False), gy, gw2, partial,
                                      _launch(geo, pads)[0], geo.groups,
-                                     min(get_num_threads(), P_ * geo.C_out))
+                                     kernel_threads(P_ * geo.C_out))
         # The kernel skips taps in the zero padding, where the definition
         # multiplies 0 by grad_output: the same unless grad_output holds inf
         # or NaN, which always leaves a non-finite tap; im2col then recomputes.
@@ -590,7 +590,7 @@ def _backward_weight(geo, xk, pads, gy):
     L = math.prod(geo.out_spatial)
     tile = _workspace.tile_size(K, L, dtype.itemsize)
     nb = _workspace.buckets(geo.N * -(-L // tile), geo.C_out * K * dtype.itemsize)
-    n = min(get_num_threads(), nb)
+    n = kernel_threads(nb)
     ws = _workspace.scratch("col", (n, K * tile), dtype)
     partial = (_workspace.scratch("partial", (nb, geo.C_out * K), dtype) if nb > 1
                else np.empty((1, 1), dtype))
@@ -609,7 +609,7 @@ def _backward_input(geo, gy, w2, pads, shape):
                                   geo.out_spatial[-1])
     gx = np.zeros(shape, w2.dtype)
     for n0, n1 in _workspace.sample_blocks(shape[0], L * geo.C_out * w2.shape[1]):
-        n = min(get_num_threads(), (n1 - n0) * geo.groups * -(-L // tile))
+        n = kernel_threads((n1 - n0) * geo.groups * -(-L // tile))
         ws = _workspace.scratch("col", (n, w2.shape[1] * tile), w2.dtype)
         with blas_single_threaded():
             _conv.conv_backward_input(gy[n0:n1], w2,

@@ -7,7 +7,7 @@ import numpy as np
 from . import _params as P
 from . import _workspace
 from ._kernels import conv as _conv
-from ._threads import blas_single_threaded, get_num_threads
+from ._threads import blas_single_threaded, kernel_threads
 from .conv import ConvGrads
 
 __all__ = ["locally_connected2d", "locally_connected2d_backward"]
@@ -48,7 +48,7 @@ def _launch(geo, dtype):
 
 
 def _scratch(geo, nb, K, dtype, items):
-    n = max(1, min(get_num_threads(), items))
+    n = kernel_threads(items)
     return _workspace.scratch("col", (n, nb * (K + geo.C_out)), dtype), n
 
 

@@ -3,7 +3,7 @@ import numpy as np
 
 from . import _params as P
 from ._kernels import conv as _conv
-from ._threads import get_num_threads
+from ._threads import kernel_threads
 
 __all__ = ["im2col", "col2im"]
 
@@ -56,7 +56,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, channels_last=Fal
     col = np.empty((N, L, kk * C) if channels_last else (N, C * kk, L), dtype)
     _conv.im2col(P.view5(P.contiguous(x, dtype), 2, channels_last), col,
                    *_launch(kernel, stride, dilation, pads, out, channels_last),
-                   get_num_threads())
+                   kernel_threads())
     return col
 
 
@@ -108,5 +108,5 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *,
     x = np.zeros((N, *spatial, C) if channels_last else (N, C, *spatial), dtype)
     _conv.col2im(P.view5(x, 2, channels_last), P.contiguous(cols, dtype),
                    *_launch(kernel, stride, dilation, pads, out, channels_last),
-                   get_num_threads())
+                   kernel_threads())
     return x

@@ -11,7 +11,7 @@ import numpy as np
 from . import _params as P
 from . import _workspace
 from ._kernels import pool as _pool
-from ._threads import get_num_threads
+from ._threads import kernel_threads
 
 _OP_MAX, _OP_AVG, _OP_LP = 0, 1, 2
 _NO_INDEX = np.empty((1, 1, 1, 1, 1), np.int64)
@@ -41,7 +41,7 @@ def _forward(geo, x, dtype, op_code, out=None, want_idx=False, norm=1.0, divisor
         # dim, multiplied across dims) plus the elements it reads
         taps = geo.C * int(np.prod(geo.count.sum(axis=1)))
         per_sample = taps + x.size // max(1, x.shape[0])
-        n = get_num_threads()
+        n = kernel_threads()
         # a row of the input per thread: windows of several rows folded into one
         ws = _workspace.scratch("pool", (n, 1 if geo.channels_last else x.shape[-1]), dtype)
         for n0, n1 in _workspace.sample_blocks(x.shape[0], per_sample):
@@ -170,7 +170,7 @@ def _max_pool_backward(nd, grad_output, indices, input_shape, channels_last):
     if gx.size and gy.size:
         _pool.max_pool_backward(view5(P.contiguous(gy, dtype), out_spatial),
                                 view5(np.ascontiguousarray(idx, np.int64), out_spatial),
-                                view5(gx, spatial), bool(channels_last), get_num_threads())
+                                view5(gx, spatial), bool(channels_last), kernel_threads())
     return gx
 
 
@@ -193,7 +193,7 @@ def _avg_pool_backward(nd, grad_output, input_shape, kernel_size, stride, paddin
         _pool.avg_pool_backward(geo.view5(P.contiguous(gy, dtype), geo.out_spatial),
                                 geo.view5(gx, geo.spatial), geo.first, geo.count,
                                 geo.divc if include else geo.count, geo.step, divisor,
-                                geo.channels_last, get_num_threads())
+                                geo.channels_last, kernel_threads())
     return gx
 
 
@@ -214,7 +214,7 @@ def _adaptive_avg_backward(nd, grad_output, input_shape, channels_last):
         _pool.avg_pool_backward(geo.view5(P.contiguous(gy, dtype), geo.out_spatial),
                                 geo.view5(gx, geo.spatial), geo.first, geo.count,
                                 geo.count, geo.step, 0.0, geo.channels_last,
-                                get_num_threads())
+                                kernel_threads())
     return gx
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _params as P
 from ._kernels import signal as _signal
-from ._threads import get_num_threads
+from ._threads import kernel_threads
 
 __all__ = ["convolve2d", "correlate2d"]
 
@@ -94,7 +94,7 @@ def _filter(op, in1, in2, mode, boundary, fillvalue, flip):
             x = np.pad(x, width, mode=_NP_MODE[boundary])
     out = np.empty((x.shape[0], x.shape[1] - kernel.shape[0] + 1,
                     x.shape[2] - kernel.shape[1] + 1), dtype)
-    _signal.correlate_valid(x, kernel, out, get_num_threads())
+    _signal.correlate_valid(x, kernel, out, kernel_threads())
     out = out.reshape(*batch, *out.shape[1:])
     if swap and not flip:
         out = np.ascontiguousarray(out[::-1, ::-1])

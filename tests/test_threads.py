@@ -116,3 +116,143 @@ def test_threads_passed_explicitly():
     with cyconv.num_threads(7):  # more threads than cores is allowed
         b = cyconv.conv2d(x, w)
     assert np.array_equal(a, b)
+
+
+def _affinities():
+    """{tid: set of CPUs} of every thread of this process (Linux)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            out[int(tid)] = os.sched_getaffinity(int(tid))
+        except OSError:   # the thread ended meanwhile
+            pass
+    return out
+
+
+def _in_fresh_thread(fn):
+    """fn() in a new Python thread: its own libgomp pool and binding state."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:   # re-raised in the caller
+            box["error"] = e
+
+    th = threading.Thread(target=target)
+    th.start()
+    th.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+needs_binding = pytest.mark.skipif(
+    _threads._openmp_helpers() is None or len(os.sched_getaffinity(0)) < 2
+    or not _threads.BIND_THREADS,
+    reason="worker binding needs Linux, OpenMP, 2 CPUs and CYCONV_BIND_THREADS on")
+
+
+@needs_binding
+def test_workers_bound_to_other_cpus_master_untouched():
+    allowed = os.sched_getaffinity(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    with cyconv.num_threads(1):
+        expected = cyconv.conv2d(x, w)
+
+    def run():
+        before = set(_affinities())
+        mine = os.sched_getaffinity(0)
+        with cyconv.num_threads(2):
+            y = cyconv.conv2d(x, w)
+            n, cpu = _threads._local.bound
+        new = {t: a for t, a in _affinities().items() if t not in before}
+        return y, mine, os.sched_getaffinity(0), n, cpu, new
+
+    y, mine_before, mine_after, n, cpu, new = _in_fresh_thread(run)
+    assert np.array_equal(y, expected)
+    assert mine_before == mine_after == allowed       # the master is never bound
+    assert n == 2 and cpu in allowed
+    single = [a for a in new.values() if len(a) == 1]
+    assert len(single) == 1, new                       # one worker, on one CPU
+    assert single[0] <= allowed and cpu not in single[0]
+
+
+@needs_binding
+def test_team_larger_than_cpus_not_bound():
+    allowed = os.sched_getaffinity(0)
+
+    def run():
+        before = set(_affinities())
+        with cyconv.num_threads(2):           # bound first ...
+            assert _threads.kernel_threads() == 2
+        with cyconv.num_threads(len(allowed) + 1):   # ... then released
+            assert _threads.kernel_threads() == len(allowed) + 1
+        return {t: a for t, a in _affinities().items() if t not in before}
+
+    new = _in_fresh_thread(run)
+    assert len(new) == len(allowed)
+    assert all(a == allowed for a in new.values()), new
+
+
+@pytest.mark.skipif(_threads._openmp_helpers() is None or len(os.sched_getaffinity(0)) < 3
+                    or not _threads.BIND_THREADS, reason="needs 3 CPUs and binding")
+def test_team_shrinking_and_growing_rebinds():
+    allowed = os.sched_getaffinity(0)
+
+    def run():
+        before = set(_affinities())
+        with cyconv.num_threads(3):
+            _threads.kernel_threads()          # 2 workers bound
+            _threads.kernel_threads(2)         # libgomp ends the second
+            _threads.kernel_threads()          # a new one, bound again
+        cpu = _threads._local.bound[1]
+        return cpu, {t: a for t, a in _affinities().items() if t not in before}
+
+    cpu, new = _in_fresh_thread(run)
+    single = [a for a in new.values() if len(a) == 1]
+    assert len(single) == 2 and len(single[0] | single[1]) == 2, new
+    assert all(a <= allowed and cpu not in a for a in single)
+
+
+def test_kernel_threads_bounds():
+    with cyconv.num_threads(4):
+        assert _threads.kernel_threads() == 4
+        assert _threads.kernel_threads(3) == 3
+        assert _threads.kernel_threads(0) == 1
+    with cyconv.num_threads(1):
+        assert _threads.kernel_threads(10) == 1
+
+
+def test_binding_off(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_threads, "bind_workers", lambda n: calls.append(n))
+    monkeypatch.setattr(_threads, "BIND_THREADS", False)
+    with cyconv.num_threads(2):
+        _threads.kernel_threads()
+    assert calls == []
+    monkeypatch.setattr(_threads, "BIND_THREADS", True)
+    with cyconv.num_threads(2):
+        _threads.kernel_threads()
+        _threads.kernel_threads(1)   # a team of one: nothing to bind
+    with cyconv.num_threads(1):
+        _threads.kernel_threads()
+    assert calls == [2]
+    # every op asks for its team through kernel_threads
+    x = np.ones((8, 4, 64, 64), np.float32)
+    with cyconv.num_threads(2):
+        cyconv.conv2d(x, np.ones((4, 4, 3, 3), np.float32))
+        cyconv.max_pool2d(x, 2)
+        cyconv.signal.correlate2d(x[0, 0], np.ones((3, 3), np.float32))
+    assert calls == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("env, expected", [("0", False), ("off", False), ("1", True),
+                                           ("", True)])
+def test_bind_threads_environment(env, expected):
+    code = "from cyconv import _threads; print(_threads.BIND_THREADS)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "CYCONV_BIND_THREADS": env})
+    assert out.stdout.strip() == str(expected)
