@@ -6,7 +6,8 @@ measured in the same run, the workspace a call allocates, and cyconv's
 speed-up over each peer measured in the same run (peer time / cyconv time:
 above 1, cyconv is faster); then the geometric means of the speed-ups, with
 "torch_best" the faster of PyTorch's two layouts per shape, and the speed-up
-from 1 thread to each thread count.
+from 1 thread to each thread count.  Each round times every peer at every
+thread count in turn, so ratios and scaling compare calls made moments apart.
 """
 import argparse
 import json
@@ -229,7 +230,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     ceiling = {t: sgemm_ceiling(t, rounds=max(3, rounds)) for t in threads} if suite else {}
     if ceiling:
-        print("sgemm ceiling (SciPy's BLAS, 1536^3 float32): " + ", ".join(
+        print(f"sgemm ceiling (SciPy's BLAS, 1536^3 float32, fastest of {max(3, rounds)} "
+              "rounds): " + ", ".join(
             f"{v:.1f} GFLOP/s at {t} thread(s)" for t, v in ceiling.items()) + "\n")
     total = (len(suite) + len(pools) + len(filters)) * len(threads)
     min_round = 0.0 if args.quick else 0.02

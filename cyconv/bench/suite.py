@@ -359,7 +359,10 @@ def _time_once(fn):
 def run_suite(shapes, threads_list, peers, passes=("forward", "backward"), rounds=5,
               min_round_s=0.0, progress=None, work=None, unit="GFLOP/s", start=0,
               total=None):
-    """Time every (shape, threads, pass) for every peer, interleaved by round.
+    """Time every (shape, threads, pass) for every peer, interleaved by round:
+    each round times every peer at every thread count in turn, so that the
+    ratios between peers and the thread scaling both compare calls made
+    moments apart (this machine's speed drifts over seconds).
 
     ``work(shape, pass)`` is the amount of work behind the rate column (FLOPs
     for convolution, the default; bytes moved for pooling).  Returns result
@@ -370,31 +373,35 @@ def run_suite(shapes, threads_list, peers, passes=("forward", "backward"), round
     total = total or len(shapes) * len(threads_list)
     done = start
     for s in shapes:
-        for threads in threads_list:
-            done += 1
-            if progress:
-                progress(done, total, f"{s['name']} @ {threads} thread(s)")
-            impls = {name: make(s, threads) for name, make in peers.items()}
-            for p in passes:
-                fns = {name: impl[p] for name, impl in impls.items() if p in impl}
-                for fn in fns.values():  # warm-up: allocations, caches, JIT paths
+        if progress:
+            progress(done + len(threads_list), total,
+                     f"{s['name']} @ {','.join(map(str, threads_list))} thread(s)")
+        done += len(threads_list)
+        impls = {t: {name: make(s, t) for name, make in peers.items()} for t in threads_list}
+        for p in passes:
+            fns = {t: {name: impl[p] for name, impl in impls[t].items() if p in impl}
+                   for t in threads_list}
+            for t in threads_list:   # warm-up: allocations, caches, JIT paths
+                for fn in fns[t].values():
                     fn()
-                times = {name: [] for name in fns}
-                for _ in range(rounds):
-                    for name, fn in fns.items():
-                        reps, t = 0, 0.0
+            times = {t: {name: [] for name in fns[t]} for t in threads_list}
+            for _ in range(rounds):
+                for t in threads_list:
+                    for name, fn in fns[t].items():
+                        reps, el = 0, 0.0
                         while True:  # repeat very short calls within a round
-                            t += _time_once(fn)
+                            el += _time_once(fn)
                             reps += 1
-                            if t >= min_round_s:
+                            if el >= min_round_s:
                                 break
-                        times[name].append(t / reps)
-                amount = work(s, p)
-                ms = {name: statistics.median(v) * 1e3 for name, v in times.items()}
-                rows.append({"shape": s["name"], "threads": threads, "pass": p,
+                        times[t][name].append(el / reps)
+            amount = work(s, p)
+            for t in threads_list:
+                ms = {name: statistics.median(v) * 1e3 for name, v in times[t].items()}
+                rows.append({"shape": s["name"], "threads": t, "pass": p,
                              "work": amount, "unit": unit, "ms": ms,
                              "rate": {k: amount / (v * 1e6) for k, v in ms.items()},
-                             "workspace_mib": workspace_peak(fns["cyconv"]) / 2**20})
+                             "workspace_mib": workspace_peak(fns[t]["cyconv"]) / 2**20})
     return rows
 
 
@@ -440,7 +447,7 @@ def sgemm_ceiling(threads, n=1536, rounds=5):
         blas.sgemm(1.0, a, b, c=c, overwrite_c=1)  # warm-up
         times = [_time_once(lambda: blas.sgemm(1.0, a, b, c=c, overwrite_c=1))
                  for _ in range(rounds)]
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+    return 2 * n ** 3 / min(times) / 1e9   # a ceiling: the fastest round
 
 
 def peak_rss_mib():
