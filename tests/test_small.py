@@ -49,6 +49,10 @@ SHAPES = {
     "wide_rows": (1, 3, 4, 150, 5, (3, 5), 1, 2, 1),
     "wide_strided": (1, 2, 5, 200, 3, (3, 3), 3, 1, 1),
     "kernel_as_wide_as_input": (2, 3, 5, 5, 4, (5, 5), 1, 0, 1),
+    # whole blocks of 8 channels x 32 columns (stored straight into y), then
+    # a partial channel block and a partial column block
+    "whole_and_partial_blocks": (2, 3, 6, 70, 17, (3, 3), 1, 1, 1),
+    "whole_blocks_only": (1, 2, 4, 64, 16, (3, 3), 1, 1, 1),
 }
 
 
@@ -69,6 +73,20 @@ def test_matches_reference(name, dtype, band, small, monkeypatch):
     pads = pad if not np.isscalar(pad) and not np.isscalar(pad[0]) else tuple(
         (p, p) for p in pair(pad))
     r = ref.conv2d(x, w, b, stride=pair(stride), pads=pads, dilation=pair(dil))
+    assert_close(y, r, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["whole_and_partial_blocks", "stride4_11x11"])
+def test_without_bias(name, dtype, small):
+    N, C, H, W, K, kernel, stride, pad, dil = SHAPES[name]
+    rng = np.random.default_rng(5)
+    x = random(rng, (N, C, H, W), dtype)
+    w = random(rng, (K, C) + kernel, dtype)
+    y = cyconv.conv2d(x, w, stride=stride, padding=pad, dilation=dil)
+    assert small, "the small-channel kernel was not taken"
+    r = ref.conv2d(x, w, None, stride=(stride, stride), pads=((pad, pad), (pad, pad)),
+                   dilation=(dil, dil))
     assert_close(y, r, dtype, name)
 
 
