@@ -228,15 +228,16 @@ def main(argv=None):
           f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}\n")
 
     t0 = time.perf_counter()
+    # The ceiling is measured before and after the conv2d suite, and the
+    # faster is kept: on a shared VM the second vCPU can be starved for
+    # seconds at a time (2-thread sgemm at the 1-thread rate).
     ceiling = {t: sgemm_ceiling(t, rounds=max(3, rounds)) for t in threads} if suite else {}
-    if ceiling:
-        print(f"sgemm ceiling (SciPy's BLAS, 1536^3 float32, fastest of {max(3, rounds)} "
-              "rounds): " + ", ".join(
-            f"{v:.1f} GFLOP/s at {t} thread(s)" for t, v in ceiling.items()) + "\n")
     total = (len(suite) + len(pools) + len(filters)) * len(threads)
     min_round = 0.0 if args.quick else 0.02
     rows = run_suite(suite, threads, peers, passes=args.passes.split(","), rounds=rounds,
                      min_round_s=min_round, progress=_progress, total=total)
+    ceiling_runs = {t: (v, sgemm_ceiling(t, rounds=max(3, rounds))) for t, v in ceiling.items()}
+    ceiling = {t: max(v) for t, v in ceiling_runs.items()}
     pool_peers = pool_peers_for(names)
     pool_rows = run_suite(pools, threads, pool_peers, passes=("forward",), rounds=rounds,
                           min_round_s=min_round, progress=_progress, work=pool_bytes,
@@ -246,6 +247,11 @@ def main(argv=None):
                             rounds=rounds, min_round_s=min_round, progress=_progress,
                             work=filter_flops, start=(len(suite) + len(pools)) * len(threads),
                             total=total)
+    if ceiling:
+        print(f"sgemm ceiling (SciPy's BLAS, 1536^3 float32, fastest of {max(3, rounds)} "
+              "rounds, before / after the conv2d suite; the faster is used): " + ", ".join(
+                  f"{a:.1f} / {b:.1f} GFLOP/s at {t} thread(s)"
+                  for t, (a, b) in ceiling_runs.items()) + "\n")
     if rows:
         print("conv2d (rate: GFLOP/s of cyconv; backward = input, weight and bias "
               "gradients)")
@@ -262,7 +268,9 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "threads": threads, "rounds": rounds,
-                       "sgemm_ceiling_gflops": ceiling, "peak_rss_mib": peak_rss_mib(),
+                       "sgemm_ceiling_gflops": ceiling,
+                       "sgemm_ceiling_before_after": ceiling_runs,
+                       "peak_rss_mib": peak_rss_mib(),
                        "results": rows + pool_rows + filter_rows}, f, indent=1)
     if args.plot:
         plot(args.plot, rows, pool_rows, filter_rows, ceiling, info)
