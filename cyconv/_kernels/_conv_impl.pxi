@@ -1543,41 +1543,43 @@ cdef extern from *:
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX512F__)
     #define CYCONV_HAVE_V16 1
     typedef float cyconv_v16 __attribute__((vector_size(64), aligned(4), may_alias));
+    /* an 8 x 32 block of accumulators: channel k's 32 columns are ak, bk */
+    #define CYCONV_ACC16 cyconv_v16 a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, \
+        b2 = {0}, a3 = {0}, b3 = {0}, a4 = {0}, b4 = {0}, a5 = {0}, b5 = {0}, a6 = {0}, \
+        b6 = {0}, a7 = {0}, b7 = {0}
+    /* one tap or channel of input: channel k += wk * (x0, x1) */
+    #define CYCONV_FMA16(w0, w1, w2, w3, w4, w5, w6, w7) do { \
+        a0 += (w0) * x0; b0 += (w0) * x1; a1 += (w1) * x0; b1 += (w1) * x1; \
+        a2 += (w2) * x0; b2 += (w2) * x1; a3 += (w3) * x0; b3 += (w3) * x1; \
+        a4 += (w4) * x0; b4 += (w4) * x1; a5 += (w5) * x0; b5 += (w5) * x1; \
+        a6 += (w6) * x0; b6 += (w6) * x1; a7 += (w7) * x0; b7 += (w7) * x1; } while (0)
+    /* channel k's 32 values to out + k * ldo, plus bv[k] (0 where bv is NULL) */
+    #define CYCONV_PUT(k, a, b) do { float c_ = bv ? bv[k] : 0.0f; \
+        cyconv_v16* o_ = (cyconv_v16*)(out + (k) * ldo); o_[0] = a + c_; o_[1] = b + c_; } while (0)
+    #define CYCONV_STORE16 do { \
+        CYCONV_PUT(0, a0, b0); CYCONV_PUT(1, a1, b1); CYCONV_PUT(2, a2, b2); \
+        CYCONV_PUT(3, a3, b3); CYCONV_PUT(4, a4, b4); CYCONV_PUT(5, a5, b5); \
+        CYCONV_PUT(6, a6, b6); CYCONV_PUT(7, a7, b7); } while (0)
     static void cyconv_small8_f32(const float* xb, const Py_ssize_t* toff, Py_ssize_t ntap,
                                   const float* w, Py_ssize_t K, const float* bv,
                                   float* out, Py_ssize_t ldo) {
-        cyconv_v16 a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0},
-                   a3 = {0}, b3 = {0}, a4 = {0}, b4 = {0}, a5 = {0}, b5 = {0},
-                   a6 = {0}, b6 = {0}, a7 = {0}, b7 = {0};
+        CYCONV_ACC16;
         Py_ssize_t t;
         for (t = 0; t < ntap; t++) {
             const cyconv_v16* xr = (const cyconv_v16*)(xb + toff[t]);
             cyconv_v16 x0 = xr[0], x1 = xr[1];
             float w0 = w[t], w1 = w[K + t], w2 = w[2 * K + t], w3 = w[3 * K + t],
                   w4 = w[4 * K + t], w5 = w[5 * K + t], w6 = w[6 * K + t], w7 = w[7 * K + t];
-            a0 += w0 * x0; b0 += w0 * x1;
-            a1 += w1 * x0; b1 += w1 * x1;
-            a2 += w2 * x0; b2 += w2 * x1;
-            a3 += w3 * x0; b3 += w3 * x1;
-            a4 += w4 * x0; b4 += w4 * x1;
-            a5 += w5 * x0; b5 += w5 * x1;
-            a6 += w6 * x0; b6 += w6 * x1;
-            a7 += w7 * x0; b7 += w7 * x1;
+            CYCONV_FMA16(w0, w1, w2, w3, w4, w5, w6, w7);
         }
-        #define CYCONV_PUT(k, a, b) do { float c = bv ? bv[k] : 0.0f; \
-            cyconv_v16* o = (cyconv_v16*)(out + (k) * ldo); o[0] = a + c; o[1] = b + c; } while (0)
-        CYCONV_PUT(0, a0, b0); CYCONV_PUT(1, a1, b1); CYCONV_PUT(2, a2, b2); CYCONV_PUT(3, a3, b3);
-        CYCONV_PUT(4, a4, b4); CYCONV_PUT(5, a5, b5); CYCONV_PUT(6, a6, b6); CYCONV_PUT(7, a7, b7);
-        #undef CYCONV_PUT
+        CYCONV_STORE16;
     }
     /* _pw_block likewise: out (8, 32) (+ bias) = sum over c < C of
        wp[c * wld + o] * xr[c * ld + q]; prefetches pf + c * pld unless NULL */
     static void cyconv_pw8_f32(const float* xr, Py_ssize_t ld, Py_ssize_t C,
                                const float* wp, Py_ssize_t wld, const float* pf,
                                Py_ssize_t pld, const float* bv, float* out, Py_ssize_t ldo) {
-        cyconv_v16 a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0},
-                   a3 = {0}, b3 = {0}, a4 = {0}, b4 = {0}, a5 = {0}, b5 = {0},
-                   a6 = {0}, b6 = {0}, a7 = {0}, b7 = {0};
+        CYCONV_ACC16;
         Py_ssize_t c;
         for (c = 0; c < C; c++) {
             const cyconv_v16* x = (const cyconv_v16*)(xr + c * ld);
@@ -1588,20 +1590,9 @@ cdef extern from *:
                 __builtin_prefetch(pf + c * pld + 16, 0, 2);
                 __builtin_prefetch(pf + c * pld + 31, 0, 2);
             }
-            a0 += w[0] * x0; b0 += w[0] * x1;
-            a1 += w[1] * x0; b1 += w[1] * x1;
-            a2 += w[2] * x0; b2 += w[2] * x1;
-            a3 += w[3] * x0; b3 += w[3] * x1;
-            a4 += w[4] * x0; b4 += w[4] * x1;
-            a5 += w[5] * x0; b5 += w[5] * x1;
-            a6 += w[6] * x0; b6 += w[6] * x1;
-            a7 += w[7] * x0; b7 += w[7] * x1;
+            CYCONV_FMA16(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]);
         }
-        #define CYCONV_PUT(k, a, b) do { float c_ = bv ? bv[k] : 0.0f; \
-            cyconv_v16* o = (cyconv_v16*)(out + (k) * ldo); o[0] = a + c_; o[1] = b + c_; } while (0)
-        CYCONV_PUT(0, a0, b0); CYCONV_PUT(1, a1, b1); CYCONV_PUT(2, a2, b2); CYCONV_PUT(3, a3, b3);
-        CYCONV_PUT(4, a4, b4); CYCONV_PUT(5, a5, b5); CYCONV_PUT(6, a6, b6); CYCONV_PUT(7, a7, b7);
-        #undef CYCONV_PUT
+        CYCONV_STORE16;
     }
     #else
     #define CYCONV_HAVE_V16 0
