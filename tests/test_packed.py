@@ -152,3 +152,26 @@ def test_resnet_3x3_s2_against_torch():
     t = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
                                    torch.from_numpy(b).double(), stride=2, padding=1)
     assert_close(y, t.numpy(), np.float32)
+
+
+# (C_out, taps, block): whole and partial blocks, runs of taps past the
+# kernel's 64-tap work item and shorter than one
+@pytest.mark.parametrize("C_out, K, block", [(64, 128, 32), (33, 70, 32), (5, 3, 8),
+                                             (96, 363, 32), (17, 200, 8), (1, 1, 32)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_weights_layout(C_out, K, block, dtype, monkeypatch):
+    """wb[b, t, o] = w2[b * block + o, t], zero past C_out, on one thread and
+    split over threads; the weights are left as they were."""
+    monkeypatch.setattr(conv_mod, "_BLOCKED_PARALLEL_MIN", 0)   # split even small weights
+    w2 = random(np.random.default_rng(C_out * K), (C_out, K), dtype)
+    keep = w2.copy()
+    nb = -(-C_out // block)
+    expected = np.zeros((nb, K, block), dtype)
+    for b in range(nb):
+        for o in range(block):
+            if b * block + o < C_out:
+                expected[b, :, o] = w2[b * block + o]
+    for got in by_thread_count(lambda: conv_mod._blocked_weights(w2, block).copy()):
+        assert got.shape == expected.shape and got.dtype == dtype
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(w2, keep)

@@ -2024,6 +2024,7 @@ cdef enum:
     PQ = 32     # columns per register block
     PK = 8      # output channels per register block
     PSB = 64    # positions per weight block pass in packed_forward
+    WBT = 64    # taps per work item of block_weights
 
 
 cdef void _pw_block(const floating* xr, Py_ssize_t ld, Py_ssize_t C,
@@ -2092,6 +2093,34 @@ cdef void _pw_block(const floating* xr, Py_ssize_t ld, Py_ssize_t C,
         out[5 * PQ + q] = a5[q]
         out[6 * PQ + q] = a6[q]
         out[7 * PQ + q] = a7[q]
+
+
+def block_weights(const floating[:, ::1] w2,   # in (C_out, K)
+                  floating[:, :, ::1] wb,      # out (ceil(C_out / B), K, B)
+                  int num_threads):
+    """wb[b, t, o] = w2[b * B + o, t], zero where b * B + o >= C_out: the
+    weights as the vector operand of the register blocks, a run of WBT taps
+    of one block per work item (its reads are whole row segments, its writes
+    stay in L1)."""
+    cdef Py_ssize_t C_out = w2.shape[0], K = w2.shape[1]
+    cdef Py_ssize_t nb = wb.shape[0], B = wb.shape[2]
+    cdef Py_ssize_t nt = (K + WBT - 1) // WBT
+    cdef Py_ssize_t item, b, t0, t1, o, t, r
+    if nb == 0 or K == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        for item in prange(nb * nt, schedule="static"):
+            b = item // nt
+            t0 = (item % nt) * WBT
+            t1 = min(K, t0 + WBT)
+            for o in range(B):
+                r = b * B + o
+                if r < C_out:
+                    for t in range(t0, t1):
+                        wb[b, t, o] = w2[r, t]
+                else:
+                    for t in range(t0, t1):
+                        wb[b, t, o] = 0
 
 
 cdef inline void _copy_pq(floating* dst, const floating* src) noexcept nogil:
