@@ -191,21 +191,30 @@ def _winograd_tiling(geo, pads, dtype, N, m=2):
             R * dw * (Bc + spare))
 
 
-# G w G^T for every (k, c) at once is one GEMM: u[i a + j, (k, c)] =
-# sum over p, q of (G[i, p] G[j, q]) w[k, c, p, q], the Kronecker product
-# of G with itself (a2 x 9) times the weights as 9 x (K C) (a transposed
-# view).  np.einsum over the four axes took 1.0-1.3 ms for 64 x 64 weights,
-# serial, at every vgg_3x3 call; the GEMM about 0.1 ms.
-_WINO_KRON = {2: np.kron(_WINO_G, _WINO_G), 4: np.kron(_WINO_G4, _WINO_G4)}
+# The weight gradient's G^T dU G (see _winograd_weight_grad) for every (k, c)
+# at once is one GEMM with the Kronecker product of G with itself (16 x 9).
+_WINO_KRON2 = np.kron(_WINO_G, _WINO_G)
+
+# The forward transform G w G^T runs in winograd_weights, in double precision,
+# WWB input channels of one output channel per work item.  NumPy's einsum over
+# the four axes took 1.0-1.3 ms for 64 x 64 weights, serial, at every vgg_3x3
+# call; a float64 GEMM with the Kronecker product (float64 copy, matmul,
+# rounding copy, BLAS limits) 0.7-0.85 ms within the call, 10% of it at 2
+# threads; winograd_weights 0.09 ms at 1 thread, 0.05 ms at 2 (weights in
+# cache), 0.11-0.14 ms within the call.
+_WINO_GS = {2: _WINO_G, 4: _WINO_G4}
+_WINO_WEIGHTS_PER_THREAD = 2048   # (k, c) pairs per thread at least
 
 
 def _winograd_weights(w, m):
     """(a2, K, C) transformed weights G w G^T of F(m x m, 3x3), in double
     precision, rounded once to w's dtype."""
     K, C = w.shape[:2]
-    with blas_single_threaded():   # no BLAS worker threads left spinning
-        u = _WINO_KRON[m] @ w.astype(np.float64).reshape(K * C, 9).T
-    return u.astype(w.dtype).reshape(-1, K, C)
+    G = _WINO_GS[m]
+    u = np.empty((G.shape[0] ** 2, K, C), w.dtype)
+    _conv.winograd_weights(w.reshape(K, C, 9), G, u,
+                           kernel_threads(-(-K * C // _WINO_WEIGHTS_PER_THREAD)))
+    return u
 
 
 def _winograd_plan(geo, pads, w2):
@@ -262,7 +271,7 @@ def _winograd_weight_grad(geo, xk, pads, gy):
     if bad:
         return None
     with blas_single_threaded():   # gw[(k, c), (a, b)] = sum over i, j of G[i, a] G[j, b] du[i, j, k, c]
-        gw = du.reshape(16, K * C).T @ _WINO_KRON[2].astype(dtype)
+        gw = du.reshape(16, K * C).T @ _WINO_KRON2.astype(dtype)
     return gw.reshape(K, C * 9)
 
 

@@ -164,3 +164,30 @@ def test_benchmark_layer_against_torch(monkeypatch):
         t = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
                                        torch.from_numpy(b).double(), padding=dil, dilation=dil)
         assert_close(y, t.numpy(), np.float32, f"dilation {dil}")
+
+
+@pytest.mark.parametrize("K, C", [(3, 5), (4, 16), (2, 37), (64, 64)])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transformed_weights(K, C, m, dtype, monkeypatch):
+    """U = G w G^T per (output, input) channel pair, against the product of
+    the matrices in NumPy float64 (G written out from the F(m x m, 3x3)
+    algorithm here), on one thread and split over threads: whole and partial
+    runs of the kernel's 16 input channels per work item."""
+    monkeypatch.setattr(conv_mod, "_WINO_WEIGHTS_PER_THREAD", 1)
+    sixth, twelfth, w24 = 1 / 6, 1 / 12, 1 / 24
+    G = {2: [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+         4: [[0.25, 0, 0], [-sixth, -sixth, -sixth], [-sixth, sixth, -sixth],
+             [w24, twelfth, sixth], [w24, -twelfth, sixth], [0, 0, 1]]}[m]
+    G = np.array(G)
+    w = random(np.random.default_rng(K * C + m), (K, C, 3, 3), dtype)
+    keep = w.copy()
+    expected = np.einsum("ip,kcpq,jq->ijkc", G, w.astype(np.float64), G)
+    expected = expected.reshape((m + 2) ** 2, K, C)
+    outs = by_thread_count(lambda: conv_mod._winograd_weights(w, m))
+    for got in outs:
+        assert got.shape == expected.shape and got.dtype == dtype
+        np.testing.assert_allclose(got, expected, rtol=4 * np.finfo(dtype).eps,
+                                   atol=4 * np.finfo(dtype).eps * np.abs(w).max())
+        np.testing.assert_array_equal(got, outs[0])
+    np.testing.assert_array_equal(w, keep)

@@ -1212,6 +1212,68 @@ cdef Wino _wino_geom(Py_ssize_t* xshape, Py_ssize_t K, const Py_ssize_t[::1] geo
     return g
 
 
+cdef enum:
+    WWB = 16   # kernels per work item of winograd_weights
+
+
+cdef void _wino_weights(const floating* g, Py_ssize_t n, const double* G, Py_ssize_t a,
+                        floating* u, Py_ssize_t step) noexcept nogil:
+    """u[(i a + j) step + e] = (G g_e G^T)[i, j] for the n <= WWB consecutive
+    3x3 kernels g_e = g + 9 e, G (a, 3), in double precision, rounded once.
+    The kernels are transposed first, so that every loop runs over e, and
+    the results are gathered per (i, j): written kernel by kernel, the a * a
+    rows, K C values apart, fell in one L1 set."""
+    cdef double gl[9][WWB]     # locals, so private to the thread
+    cdef double t[6][3][WWB]   # G g_e (a <= 6 rows)
+    cdef double ub[36][WWB]
+    cdef double c0, c1, c2
+    cdef Py_ssize_t e, i, j, q
+    for q in range(9):
+        for e in range(WWB):
+            gl[q][e] = g[9 * e + q] if e < n else 0
+    for i in range(a):
+        c0 = G[3 * i]
+        c1 = G[3 * i + 1]
+        c2 = G[3 * i + 2]
+        for j in range(3):
+            for e in range(WWB):
+                t[i][j][e] = c0 * gl[j][e] + c1 * gl[3 + j][e] + c2 * gl[6 + j][e]
+    for j in range(a):
+        c0 = G[3 * j]
+        c1 = G[3 * j + 1]
+        c2 = G[3 * j + 2]
+        for i in range(a):
+            for e in range(WWB):
+                ub[i * a + j][e] = t[i][0][e] * c0 + t[i][1][e] * c1 + t[i][2][e] * c2
+    for i in range(a * a):
+        for e in range(n):
+            u[i * step + e] = <floating> ub[i][e]
+
+
+def winograd_weights(const floating[:, :, ::1] w,   # in (K, C, 9): 3x3 kernels
+                     const double[:, ::1] G,          # in (a, 3)
+                     floating[:, :, ::1] u,           # out (a * a, K, C)
+                     int num_threads):
+    """u[i a + j, k, c] = (G w[k, c] G^T)[i, j], in double precision and
+    rounded once to u's dtype; WWB kernels of one output channel per work
+    item."""
+    cdef Py_ssize_t K = w.shape[0], C = w.shape[1], a = G.shape[0]
+    cdef Py_ssize_t nc = (C + WWB - 1) // WWB
+    cdef Py_ssize_t item, k, c0
+    if a > 6 or G.shape[1] != 3 or w.shape[2] != 9 or u.shape[0] != a * a \
+            or u.shape[1] != K or u.shape[2] != C:
+        raise ValueError(f"winograd_weights: {a} x 3 transform, weights {K} x {C}, "
+                         f"{u.shape[0]} x {u.shape[1]} x {u.shape[2]} outputs")
+    if K == 0 or C == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        for item in prange(K * nc, schedule="static"):
+            k = item // nc
+            c0 = (item % nc) * WWB
+            _wino_weights(&w[k, c0, 0], min(WWB, C - c0), &G[0, 0], a, &u[0, k, c0],
+                          K * C)
+
+
 def winograd_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                      const floating[:, :, ::1] u,      # in (a2, K, C): G g G^T
                      const floating[::1] bias,         # in (K,) or (0,)
