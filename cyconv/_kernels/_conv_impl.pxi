@@ -27,10 +27,10 @@ gives less time) no longer holds the call up for a whole static half of it.
 Each item's result does not depend on the thread that computes it.  A/B at
 2 threads against static (medians of 25 interleaved calls): 0.99-1.05x on
 the benchmark's shapes when the machine was quiet; with another process
-taking 1 ms of every 5 ms of one CPU, vgg_3x3 1.05x, cifar_5x5 and
-single_image_large 1.44x, alexnet_conv1 1.03-1.17x.  pointwise_forward
-stays static (guided measured 0.95-0.99x there); plain dynamic scheduling
-of single items lost locality (depthwise_3x3 0.77-0.88x).
+taking 1 ms of every 5 ms of one CPU, 0.90-1.46x (vgg_3x3 1.05-1.06x,
+cifar_5x5 1.46x and single_image_large 1.44x with CPU 1 loaded).
+pointwise_forward stays static (guided measured 0.95-0.99x there); plain
+dynamic scheduling of single items lost locality (depthwise_3x3 0.77-0.88x).
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
