@@ -222,8 +222,36 @@ def default_source():
 # also warns and slows down 2-7x).  The limit is reference counted so that
 # concurrent calls from several Python threads restore the user's setting only
 # when the last one leaves.
+#
+# An OpenBLAS built with its own threads (pthreads, as NumPy's and SciPy's
+# wheels are) has one process-wide count, which cyconv gets and sets by
+# calling OpenBLAS's own two functions from _openmp_helpers.  threadpoolctl's
+# setter for it does nothing when called from a Python thread other than the
+# first that set a limit, so a kernel run from a worker thread after one run
+# from the main thread left OpenBLAS multi-threaded inside its OpenMP region;
+# through threadpoolctl (or ctypes), with the caches a kernel leaves behind,
+# the limit also cost 0.08-0.1 ms per call.  Other BLAS libraries go through
+# threadpoolctl.
 
-_blas = {"controllers": None, "active": 0, "saved": None}
+_blas = {"controllers": None, "others": None, "helpers": None, "active": 0, "saved": None}
+_OPENBLAS_AFFIXES = [(p, s) for p in ("scipy_", "") for s in ("", "64_", "_64")]
+
+
+def _openblas_functions(path):
+    """Addresses of the get and set thread-count functions of the loaded
+    OpenBLAS at ``path``, or None."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
+    except OSError:
+        return None
+    for prefix, suffix in _OPENBLAS_AFFIXES:
+        name = f"{prefix}openblas_%s_num_threads{suffix}"
+        if hasattr(lib, name % "get") and hasattr(lib, name % "set"):
+            return tuple(ctypes.cast(getattr(lib, name % op), ctypes.c_void_p).value
+                         for op in ("get", "set"))
+    return None
 
 
 def blas_controllers():
@@ -245,23 +273,53 @@ def blas_controllers():
     return _blas["controllers"]
 
 
-@contextlib.contextmanager
-def blas_single_threaded():
-    """Limit every loaded BLAS to one thread while the block runs."""
-    libs = blas_controllers()
-    with _lock:
-        if _blas["active"] == 0:
-            _blas["saved"] = [lib.num_threads for lib in libs]
-            for lib in libs:
-                if lib.num_threads != 1:
-                    lib.set_num_threads(1)
-        _blas["active"] += 1
-    try:
-        yield
-    finally:
+def _blas_others():
+    """Register every pthreads OpenBLAS with _openmp_helpers (once) and
+    return the threadpoolctl controllers of the other BLAS libraries."""
+    if _blas["others"] is None:
+        from ._kernels import _openmp_helpers as h
+
+        others = []
+        for c in blas_controllers():
+            fns = None
+            if c.internal_api == "openblas" and getattr(c, "threading_layer", "") == "pthreads":
+                fns = _openblas_functions(c.filepath)
+            if fns is None or not h.blas_register(*fns):
+                others.append(c)
+        _blas["helpers"], _blas["others"] = h, others
+    return _blas["others"]
+
+
+class _BlasSingleThreaded:
+    """Context manager: every loaded BLAS at one thread while it is open."""
+    __slots__ = ()
+
+    def __enter__(self):
+        others = _blas["others"]
+        if others is None:
+            others = _blas_others()
+        with _lock:
+            if _blas["active"] == 0:
+                _blas["helpers"].blas_limit()
+                if others:
+                    _blas["saved"] = [c.num_threads for c in others]
+                    for c in others:
+                        c.set_num_threads(1)
+            _blas["active"] += 1
+
+    def __exit__(self, *exc):
         with _lock:
             _blas["active"] -= 1
             if _blas["active"] == 0:
-                for lib, n in zip(libs, _blas["saved"]):
-                    if lib.num_threads != n:
-                        lib.set_num_threads(n)
+                _blas["helpers"].blas_restore()
+                for c, n in zip(_blas["others"], _blas["saved"] or ()):
+                    c.set_num_threads(n)
+        return False
+
+
+_BLAS_SINGLE = _BlasSingleThreaded()
+
+
+def blas_single_threaded():
+    """Limit every loaded BLAS to one thread while the ``with`` block runs."""
+    return _BLAS_SINGLE

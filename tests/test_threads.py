@@ -93,6 +93,33 @@ def test_blas_limited_inside_kernels_and_restored():
     assert [lib.num_threads for lib in libs] == [2] * len(libs)
 
 
+def test_blas_limited_in_other_python_threads():
+    """The limit holds in a Python thread other than the one that first set
+    it: threadpoolctl's OpenBLAS setter silently does nothing there, so a
+    kernel run from a worker thread after one run from the main thread used
+    to run its GEMMs with a multi-threaded OpenBLAS."""
+    libs = _threads.blas_controllers()
+    assert libs, "threadpoolctl found no BLAS: the limit would do nothing"
+    for lib in libs:
+        lib.set_num_threads(2)   # this (main) thread now controls OpenBLAS in threadpoolctl
+    x = np.ones((1, 16, 12, 12), np.float32)
+    w = np.ones((16, 16, 3, 3), np.float32)
+    cyconv.conv2d(x, w)          # a kernel with the limit, from this thread
+    seen = {}
+
+    def worker():
+        with _threads.blas_single_threaded():
+            seen["inside"] = [lib.num_threads for lib in libs]
+        seen["after"] = [lib.num_threads for lib in libs]
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["inside"] == [1] * len(libs)
+    assert seen["after"] == [2] * len(libs)
+    assert [lib.num_threads for lib in libs] == [2] * len(libs)
+
+
 def test_show_config_and_cli(capsys):
     cyconv.show_config()
     text = capsys.readouterr().out

@@ -90,3 +90,51 @@ def bind_workers(int num_threads, const int[::1] cpus, const int[::1] allowed,
                 bound[t] = _bind_self(&cpus[t - 1], 1)
             else:
                 bound[t] = _bind_self(&allowed[0], <int>allowed.shape[0])
+
+
+# BLAS thread counts (see cyconv._threads, "BLAS inside OpenMP regions"):
+# OpenBLAS's openblas_get_num_threads and openblas_set_num_threads, called
+# through addresses registered once.  Through ctypes each call cost 3-30 us
+# with the caches a kernel leaves behind; here the whole limit costs one
+# Python call.
+ctypedef int (*_get_threads_t)() noexcept nogil
+ctypedef void (*_set_threads_t)(int) noexcept nogil
+
+cdef enum:
+    MAX_BLAS = 8
+
+cdef _get_threads_t _blas_get[MAX_BLAS]
+cdef _set_threads_t _blas_set[MAX_BLAS]
+cdef int _blas_saved[MAX_BLAS]
+cdef int _blas_n = 0
+
+
+def blas_register(size_t get_address, size_t set_address):
+    """Add one BLAS by the addresses of its get and set functions (C
+    signatures ``int get(void)`` and ``void set(int)``).  Returns False when
+    MAX_BLAS are registered already."""
+    global _blas_n
+    if _blas_n >= MAX_BLAS or get_address == 0 or set_address == 0:
+        return False
+    _blas_get[_blas_n] = <_get_threads_t> get_address
+    _blas_set[_blas_n] = <_set_threads_t> set_address
+    _blas_saved[_blas_n] = 1
+    _blas_n += 1
+    return True
+
+
+def blas_limit():
+    """Save every registered BLAS's thread count and set it to 1."""
+    cdef int i
+    for i in range(_blas_n):
+        _blas_saved[i] = _blas_get[i]()
+        if _blas_saved[i] != 1:
+            _blas_set[i](1)
+
+
+def blas_restore():
+    """Set every registered BLAS back to the count blas_limit saved."""
+    cdef int i
+    for i in range(_blas_n):
+        if _blas_saved[i] != 1:
+            _blas_set[i](_blas_saved[i])
