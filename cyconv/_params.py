@@ -195,6 +195,9 @@ def check_ndim(op, name, arr, ndim, layout):
                          f"got shape {arr.shape} ({arr.ndim} dimensions)")
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def compute_dtype(op, **arrays):
     """The dtype an op computes in, from its operands (None entries skipped).
 
@@ -202,6 +205,18 @@ def compute_dtype(op, **arrays):
     are computed in float64 (float16 in float32).  Complex, object, string
     and mixed float32/float64 operands raise TypeError.
     """
+    d0 = None
+    for a in arrays.values():   # fast path: all float32 or all float64 (native)
+        if a is not None:
+            if d0 is None:
+                d0 = a.dtype
+                if d0 is not _F32 and d0 is not _F64:
+                    break
+            elif a.dtype is not d0:
+                break
+    else:
+        if d0 is not None:
+            return d0
     named = {k: v for k, v in arrays.items() if v is not None}
     for name, a in named.items():
         if a.dtype.kind not in "biuf":

@@ -208,21 +208,23 @@ _WINO_WEIGHTS_PER_THREAD = 2048   # (k, c) pairs per thread at least
 
 def _winograd_weights(w, m):
     """(a2, K, C) transformed weights G w G^T of F(m x m, 3x3), in double
-    precision, rounded once to w's dtype."""
+    precision, rounded once to w's dtype; None when w holds an inf or NaN."""
     K, C = w.shape[:2]
     G = _WINO_GS[m]
     u = np.empty((G.shape[0] ** 2, K, C), w.dtype)
-    _conv.winograd_weights(w.reshape(K, C, 9), G, u,
-                           kernel_threads(-(-K * C // _WINO_WEIGHTS_PER_THREAD)))
-    return u
+    bad = _conv.winograd_weights(w.reshape(K, C, 9), G, u,
+                                 kernel_threads(-(-K * C // _WINO_WEIGHTS_PER_THREAD)))
+    return None if bad else u
 
 
 def _winograd_plan(geo, pads, w2):
-    """(U, pads, m) for winograd_forward, or None where it does not apply."""
-    if not _uses_winograd(geo, w2.dtype) or not np.isfinite(w2).all():
+    """(U, pads, m) for winograd_forward, or None where it does not apply
+    (weights with inf or NaN included)."""
+    if not _uses_winograd(geo, w2.dtype):
         return None
     m = 4 if _uses_winograd4(geo, w2.dtype.itemsize) else 2
-    return _winograd_weights(w2.reshape(geo.C_out, geo.C_in, 3, 3), m), pads, m
+    u = _winograd_weights(w2.reshape(geo.C_out, geo.C_in, 3, 3), m)
+    return None if u is None else (u, pads, m)
 
 
 def _winograd_block(geo, plan, xk, b, y):

@@ -191,3 +191,20 @@ def test_transformed_weights(K, C, m, dtype, monkeypatch):
                                    atol=4 * np.finfo(dtype).eps * np.abs(w).max())
         np.testing.assert_array_equal(got, outs[0])
     np.testing.assert_array_equal(w, keep)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("m", [2, 4])
+def test_transformed_weights_flag_inf_and_nan(value, m, monkeypatch):
+    """The weight transform reports an inf or NaN wherever it is (first and
+    last kernel of a run of 16 input channels, a partial run, every tap),
+    so that the forward pass falls back to the definition."""
+    monkeypatch.setattr(conv_mod, "_WINO_WEIGHTS_PER_THREAD", 1)
+    K, C = 3, 21   # runs of 16 and 5 input channels
+    w0 = random(np.random.default_rng(7), (K, C, 3, 3), np.float32)
+    assert all(u is not None for u in by_thread_count(lambda: conv_mod._winograd_weights(w0, m)))
+    for k, c, p, q in [(0, 0, 0, 0), (1, 15, 2, 2), (2, 16, 1, 0), (2, 20, 0, 2),
+                       (0, 7, 1, 1)]:
+        w = w0.copy()
+        w[k, c, p, q] = value
+        assert all(u is None for u in by_thread_count(lambda: conv_mod._winograd_weights(w, m)))

@@ -1228,21 +1228,25 @@ cdef enum:
     WWB = 16   # kernels per work item of winograd_weights
 
 
-cdef void _wino_weights(const floating* g, Py_ssize_t n, const double* G, Py_ssize_t a,
+cdef bint _wino_weights(const floating* g, Py_ssize_t n, const double* G, Py_ssize_t a,
                         floating* u, Py_ssize_t step) noexcept nogil:
     """u[(i a + j) step + e] = (G g_e G^T)[i, j] for the n <= WWB consecutive
-    3x3 kernels g_e = g + 9 e, G (a, 3), in double precision, rounded once.
-    The kernels are transposed first, so that every loop runs over e, and
-    the results are gathered per (i, j): written kernel by kernel, the a * a
-    rows, K C values apart, fell in one L1 set."""
+    3x3 kernels g_e = g + 9 e, G (a, 3), in double precision, rounded once;
+    True when one of their weights is inf or NaN.  The kernels are
+    transposed first, so that every loop runs over e, and the results are
+    gathered per (i, j): written kernel by kernel, the a * a rows, K C
+    values apart, fell in one L1 set."""
     cdef double gl[9][WWB]     # locals, so private to the thread
     cdef double t[6][3][WWB]   # G g_e (a <= 6 rows)
     cdef double ub[36][WWB]
     cdef double c0, c1, c2
     cdef Py_ssize_t e, i, j, q
+    cdef bint bad = False
     for q in range(9):
         for e in range(WWB):
             gl[q][e] = g[9 * e + q] if e < n else 0
+    for q in range(9 * n):
+        bad |= _nonfinite(g[q])
     for i in range(a):
         c0 = G[3 * i]
         c1 = G[3 * i + 1]
@@ -1260,6 +1264,7 @@ cdef void _wino_weights(const floating* g, Py_ssize_t n, const double* G, Py_ssi
     for i in range(a * a):
         for e in range(n):
             u[i * step + e] = <floating> ub[i][e]
+    return bad
 
 
 def winograd_weights(const floating[:, :, ::1] w,   # in (K, C, 9): 3x3 kernels
@@ -1268,22 +1273,26 @@ def winograd_weights(const floating[:, :, ::1] w,   # in (K, C, 9): 3x3 kernels
                      int num_threads):
     """u[i a + j, k, c] = (G w[k, c] G^T)[i, j], in double precision and
     rounded once to u's dtype; WWB kernels of one output channel per work
-    item."""
+    item.  Returns the number of work items that read an inf or NaN weight
+    (u is then not the transform the Winograd kernels need)."""
     cdef Py_ssize_t K = w.shape[0], C = w.shape[1], a = G.shape[0]
     cdef Py_ssize_t nc = (C + WWB - 1) // WWB
     cdef Py_ssize_t item, k, c0
+    cdef Py_ssize_t bad = 0
     if a > 6 or G.shape[1] != 3 or w.shape[2] != 9 or u.shape[0] != a * a \
             or u.shape[1] != K or u.shape[2] != C:
         raise ValueError(f"winograd_weights: {a} x 3 transform, weights {K} x {C}, "
                          f"{u.shape[0]} x {u.shape[1]} x {u.shape[2]} outputs")
     if K == 0 or C == 0:
-        return
+        return 0
     with nogil, parallel(num_threads=num_threads):
         for item in prange(K * nc, schedule="static"):
             k = item // nc
             c0 = (item % nc) * WWB
-            _wino_weights(&w[k, c0, 0], min(WWB, C - c0), &G[0, 0], a, &u[0, k, c0],
-                          K * C)
+            if _wino_weights(&w[k, c0, 0], min(WWB, C - c0), &G[0, 0], a, &u[0, k, c0],
+                             K * C):
+                bad += 1
+    return bad
 
 
 def winograd_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
