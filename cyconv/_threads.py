@@ -279,14 +279,18 @@ def _blas_others():
     if _blas["others"] is None:
         from ._kernels import _openmp_helpers as h
 
-        others = []
-        for c in blas_controllers():
-            fns = None
-            if c.internal_api == "openblas" and getattr(c, "threading_layer", "") == "pthreads":
-                fns = _openblas_functions(c.filepath)
-            if fns is None or not h.blas_register(*fns):
-                others.append(c)
-        _blas["helpers"], _blas["others"] = h, others
+        controllers = blas_controllers()
+        with _lock:   # two threads' first calls must not register a library twice
+            if _blas["others"] is None:
+                others = []
+                for c in controllers:
+                    fns = None
+                    if (c.internal_api == "openblas"
+                            and getattr(c, "threading_layer", "") == "pthreads"):
+                        fns = _openblas_functions(c.filepath)
+                    if fns is None or not h.blas_register(*fns):
+                        others.append(c)
+                _blas["helpers"], _blas["others"] = h, others
     return _blas["others"]
 
 
