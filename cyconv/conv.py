@@ -398,7 +398,7 @@ def _blocked_weights(w2, block):
     # resnet_3x3_s2 call (1.2 MB of weights; 20% of the call at 2 threads);
     # block_weights, in pieces of 64 taps of one block, 0.3-0.45 ms within
     # the call (0.06-0.19 ms with the weights in cache).
-    items = nb * -(-K // 64)   # block_weights: 64 taps (WBT) per work item
+    items = nb * -(-K // _conv.BLOCK_WEIGHTS_TAPS)   # block_weights' work items
     n = kernel_threads(items) if w2.size >= _BLOCKED_PARALLEL_MIN else 1
     _conv.block_weights(w2, wb, n)
     return wb

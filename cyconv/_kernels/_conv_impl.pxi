@@ -2178,6 +2178,9 @@ cdef void _pw_block(const floating* xr, Py_ssize_t ld, Py_ssize_t C,
         out[7 * PQ + q] = a7[q]
 
 
+BLOCK_WEIGHTS_TAPS = WBT   # for the caller's team size (conv._blocked_weights)
+
+
 def block_weights(const floating[:, ::1] w2,   # in (C_out, K)
                   floating[:, :, ::1] wb,      # out (ceil(C_out / B), K, B)
                   int num_threads):
