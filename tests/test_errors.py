@@ -205,3 +205,42 @@ def test_im2col_errors():
             cyconv.col2im, cols, (0, 10), 3)
     _raises(TypeError, r"col2im: cols has dtype complex128",
             cyconv.col2im, cols.astype(complex), (10, 10), 3)
+
+
+# conv_geometry keeps results for plain arguments (see _params._GEOMETRIES):
+# a value that equals a plain one but has another type must still be checked.
+@pytest.mark.parametrize("name, bad, exc", [
+    ("stride", True, TypeError), ("stride", 1.0, TypeError), ("stride", (1, True), TypeError),
+    ("padding", 1.0, TypeError), ("padding", (1, 1.0), TypeError),
+    ("padding", ((1, 1), (1.0, 1)), TypeError),
+    ("dilation", True, TypeError), ("groups", True, TypeError), ("groups", 1.0, TypeError),
+    ("channels_last", 0, TypeError),
+])
+def test_errors_not_hidden_by_equal_plain_arguments(name, bad, exc):
+    plain = {"stride": 1, "padding": 1, "dilation": 1, "groups": 1,
+             "channels_last": False, "strict": False}
+    if isinstance(bad, tuple) and name == "padding" and isinstance(bad[0], tuple):
+        plain[name] = ((1, 1), (1, 1))
+    elif isinstance(bad, tuple):
+        plain[name] = (1, 1)
+    y = cyconv.conv2d(X, W, **plain)   # the plain value, now remembered
+    assert y.shape == (2, 4, 10, 10)
+    assert y.shape == cyconv.conv2d(X, W, **plain).shape
+    _raises(exc, name, cyconv.conv2d, X, W, **dict(plain, **{name: bad}))
+
+
+def test_geometry_cache_matches_and_is_bounded():
+    from cyconv import _params as P
+    P._GEOMETRIES.clear()
+    for n in range(1, P._GEOMETRIES_MAX + 40):
+        x = np.empty((1, 3, 4 + n % 7, 5 + n // 7), np.float32)
+        args = ("conv2d", 2, x, W, None, (1, 2), ((1, 0), (2, 1)), 1, 1)
+        geo = P.conv_geometry(*args)
+        assert geo is P.conv_geometry(*args)
+        assert geo == P._conv_geometry(*args, padding_mode="zeros", channels_last=False,
+                                       strict=False)
+        assert len(P._GEOMETRIES) <= P._GEOMETRIES_MAX
+    with pytest.raises(ValueError, match="divide"):   # errors are not remembered
+        P.conv_geometry("conv2d", 2, X, W, None, 1, 0, 1, 2)
+    with pytest.raises(ValueError, match="divide"):
+        P.conv_geometry("conv2d", 2, X, W, None, 1, 0, 1, 2)
