@@ -49,3 +49,29 @@ def test_peers_compute_the_same_convolution():
             for a, b in zip(gref, impl["backward"]()):
                 np.testing.assert_allclose(np.asarray(b), a, rtol=2e-3, atol=2e-2,
                                            err_msg=name)
+
+
+def test_rounds_rotate_the_peers_order():
+    """Each round starts with the next peer, at every thread count, so that
+    no peer is always the first call after the thread count changes."""
+    calls = []
+
+    def peer(name):
+        def make(s, t):
+            return {"forward": lambda: calls.append((name, t))}
+        return make
+
+    names = ["cyconv", "numpy", "torch"]
+    shape = suite.load_shapes()["conv2d"][-1]
+    rows = suite.run_suite([shape], [1, 2], {n: peer(n) for n in names},
+                           passes=("forward",), rounds=4,
+                           work=lambda s, p: 1.0)
+    timed = calls[2 * len(names):2 * len(names) + 4 * 2 * len(names)]   # after the warm-up
+    expected = []
+    for r in range(4):
+        for t in (1, 2):
+            expected += [(n, t) for n in names[r % 3:] + names[:r % 3]]
+    assert timed == expected
+    assert {r["threads"] for r in rows} == {1, 2}
+    assert all(set(r["ms"]) == set(names) for r in rows)
+    assert suite.rotated([], 3) == []

@@ -356,13 +356,29 @@ def _time_once(fn):
     return time.perf_counter() - t0
 
 
+def rotated(names, r):
+    """The peers' order in round r: ``names`` rotated left by r.
+
+    The first call at a thread count follows calls at another count, and on
+    a virtual machine it pays for CPUs that idled meanwhile (their caches
+    and TLBs refilled, their threads woken).  Measured on the 2-vCPU
+    benchmark VM, vgg_3x3 forward at 2 threads, 10 rounds per position,
+    medians: 5.46 ms as the first of the five peers, 5.23-5.43 ms in the
+    other positions.  With a fixed order that cost fell on cyconv (the first
+    peer) in every round."""
+    k = r % len(names) if names else 0
+    return names[k:] + names[:k]
+
+
 def run_suite(shapes, threads_list, peers, passes=("forward", "backward"), rounds=5,
               min_round_s=0.0, progress=None, work=None, unit="GFLOP/s", start=0,
               total=None):
     """Time every (shape, threads, pass) for every peer, interleaved by round:
     each round times every peer at every thread count in turn, so that the
     ratios between peers and the thread scaling both compare calls made
-    moments apart (this machine's speed drifts over seconds).
+    moments apart (this machine's speed drifts over seconds).  The peers'
+    order rotates from round to round (see ``rotated``), so that none is
+    always the first call after a change of thread count.
 
     ``work(shape, pass)`` is the amount of work behind the rate column (FLOPs
     for convolution, the default; bytes moved for pooling).  Returns result
@@ -385,9 +401,10 @@ def run_suite(shapes, threads_list, peers, passes=("forward", "backward"), round
                 for fn in fns[t].values():
                     fn()
             times = {t: {name: [] for name in fns[t]} for t in threads_list}
-            for _ in range(rounds):
+            for r in range(rounds):
                 for t in threads_list:
-                    for name, fn in fns[t].items():
+                    for name in rotated(list(fns[t]), r):
+                        fn = fns[t][name]
                         reps, el = 0, 0.0
                         while True:  # repeat very short calls within a round
                             el += _time_once(fn)
