@@ -7,7 +7,7 @@ from ._version import __version__
 
 def build_info():
     """A dict of what this build is and what it runs on."""
-    from . import _threads
+    from . import _prepared, _threads
     from ._kernels import _openmp_helpers
 
     try:
@@ -49,6 +49,9 @@ def build_info():
                          if _threads._openmp_helpers() is None
                          else "on (CYCONV_BIND_THREADS=0 turns it off)" if _threads.BIND_THREADS
                          else "off"),
+        "weight_cache": (f"on, at most {_prepared.MAX_BYTES >> 20} MiB "
+                         "(CYCONV_WEIGHT_CACHE=0 turns it off)" if _prepared.ENABLED
+                         else "off"),
         **flags,
     }
 
@@ -70,6 +73,7 @@ def show_config():
         f"  threads:         {info['threads']} (default {info['threads_default']} "
         f"from {info['threads_source']})",
         f"  worker binding:  {info['bind_threads']}",
+        f"  weight cache:    {info['weight_cache']}",
         f"  compiler:        {info['compiler']}",
         f"  compile flags:   {info['cflags']}",
         f"  link flags:      {info['ldflags'] or '(none)'}",

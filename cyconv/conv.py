@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import _params as P
-from . import _workspace
+from . import _prepared, _workspace
 from . import _kernels
 from ._kernels import conv as _conv
 from ._threads import blas_single_threaded, kernel_threads
@@ -223,7 +223,8 @@ def _winograd_plan(geo, pads, w2):
     if not _uses_winograd(geo, w2.dtype):
         return None
     m = 4 if _uses_winograd4(geo, w2.dtype.itemsize) else 2
-    u = _winograd_weights(w2.reshape(geo.C_out, geo.C_in, 3, 3), m)
+    u = _prepared.prepared(("winograd", m), w2.reshape(geo.C_out, geo.C_in, 3, 3),
+                           lambda w: _winograd_weights(w, m))
     return None if u is None else (u, pads, m)
 
 
@@ -390,7 +391,12 @@ _BLOCKED_PARALLEL_MIN = 1 << 16   # weights below this many values are packed by
 def _blocked_weights(w2, block):
     """(C_out, K) weights as (ceil(C_out / block), K, block), zero padded:
     wb[b, t, o] = w2[b * block + o, t], the vector operand of the register
-    blocks of pointwise_forward, packed_forward and band_forward."""
+    blocks of pointwise_forward, packed_forward and band_forward; kept for
+    later calls with the same weights (cyconv._prepared)."""
+    return _prepared.prepared(("blocked", block), w2, lambda w: _block_weights(w, block))
+
+
+def _block_weights(w2, block):
     C_out, K = w2.shape
     nb = -(-C_out // block)
     wb = _workspace.scratch("blocked", (nb, K, block), w2.dtype)

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from cyconv import _workspace
+from cyconv import _prepared, _workspace
+
+
+@pytest.fixture(autouse=True)
+def _no_kept_weights():
+    """Every test starts without prepared weights kept by an earlier one."""
+    _prepared.clear()
+    yield
+    _prepared.clear()
 
 # Tolerances relative to the output's scale (max |reference|).
 RTOL = {np.float32: 1e-4, np.float64: 1e-10}

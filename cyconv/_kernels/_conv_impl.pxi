@@ -34,7 +34,7 @@ dynamic scheduling of single items lost locality (depthwise_3x3 0.77-0.88x).
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from ._blas cimport gemm
 from ._openmp_helpers cimport cyconv_thread_num
@@ -2179,6 +2179,19 @@ cdef void _pw_block(const floating* xr, Py_ssize_t ld, Py_ssize_t C,
 
 
 BLOCK_WEIGHTS_TAPS = WBT   # for the caller's team size (conv._blocked_weights)
+
+
+def same_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
+    """Whether a and b hold the same bytes (cyconv._prepared's check that
+    weights are those of an earlier call)."""
+    cdef int r
+    if a.shape[0] != b.shape[0]:
+        return False
+    if a.shape[0] == 0:
+        return True
+    with nogil:
+        r = memcmp(&a[0], &b[0], a.shape[0])
+    return r == 0
 
 
 def block_weights(const floating[:, ::1] w2,   # in (C_out, K)
