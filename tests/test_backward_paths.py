@@ -6,7 +6,9 @@
 * the weight gradient of one-channel-per-group convolutions by
   direct_backward_weight;
 * the weight gradient of Winograd-shaped convolutions in the transformed
-  domain (winograd_backward_weight).
+  domain (winograd_backward_weight);
+* the weight gradient by blocks of input channels
+  (conv_backward_weight_blocks).
 
 Each test checks that the path was really taken.
 """
@@ -253,3 +255,83 @@ def test_depthwise_weight_gradient_inf_in_a_wrapped_column(col, monkeypatch):
     assert np.isfinite(rw[2, 0, :, 2 if col == 0 else 0]).all()   # the taps that never read it
     finite = np.isfinite(rw)
     np.testing.assert_allclose(g.weight[finite], rw[finite], rtol=1e-10, atol=1e-10)
+
+
+# Weight gradient by blocks of input channels (conv_backward_weight_blocks):
+# (nd, N, C_in, spatial, C_out, kernel, stride, padding, dilation)
+BLOCKS = {
+    "resnet_like": (2, 2, 11, (9, 8), 5, 3, 2, 1, 1),
+    "partial_last_block": (2, 3, 7, (6, 7), 3, 3, 1, 1, 1),
+    "dilated_padded": (2, 2, 5, (11, 10), 2, 3, 1, ((2, 0), (1, 3)), 2),
+    "non_square": (2, 1, 6, (7, 12), 4, (2, 5), (1, 2), (0, 2), 1),
+    "one_by_one_strided": (2, 2, 9, (7, 7), 3, 1, 2, 0, 1),
+    "kernel_beyond_input": (2, 1, 4, (2, 3), 2, 3, 1, 1, 1),
+    "conv1d": (1, 3, 6, (13,), 2, 4, 3, 2, 1),
+    "conv3d": (3, 2, 5, (5, 4, 6), 3, 2, (1, 2, 1), 1, (2, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_weight_gradient_by_channel_blocks(name, dtype, monkeypatch):
+    nd, N, C, sp, K, k, s, p, d = BLOCKS[name]
+    monkeypatch.setattr(conv_mod, "WEIGHT_BLOCK_COLUMNS", 5)   # blocks of 1 to 5 channels
+    monkeypatch.setattr(conv_mod, "WEIGHT_BLOCK_MIN_ITEMS", 2)
+    monkeypatch.setattr(_workspace, "tile_size", lambda k_, n, i: min(n, 7))   # several tiles
+    calls = spy_kernel(monkeypatch, "conv_backward_weight_blocks")
+    buckets = spy_kernel(monkeypatch, "conv_backward_weight")
+    rng = np.random.default_rng(len(name))
+    x = random(rng, (N, C) + sp, dtype)
+    kern = (k,) * nd if np.isscalar(k) else k
+    w = random(rng, (K, C) + kern, dtype)
+    check_backward(nd, x, w, s, p, d, 1, dtype, name)
+    assert calls and not buckets
+
+
+def test_weight_gradient_blocks_bits_do_not_depend_on_thread_count(monkeypatch):
+    monkeypatch.setattr(conv_mod, "WEIGHT_BLOCK_COLUMNS", 9)
+    monkeypatch.setattr(conv_mod, "WEIGHT_BLOCK_MIN_ITEMS", 2)
+    calls = spy_kernel(monkeypatch, "conv_backward_weight_blocks")
+    rng = np.random.default_rng(5)
+    x = random(rng, (3, 7, 12, 11))
+    w = random(rng, (6, 7, 3, 3))
+    gy = random(rng, (3, 6, 6, 6))
+
+    def grad():
+        return cyconv.conv2d_backward(gy, x, w, stride=2, padding=1, needs=("weight",)).weight
+
+    outs = by_thread_count(grad)
+    assert calls
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+@pytest.mark.parametrize("geometry, expected", [
+    (dict(C_in=128, kernel=(3, 3), stride=(2, 2)), 16),    # resnet_3x3_s2: 8 items
+    (dict(C_in=64, kernel=(5, 5)), 6),
+    (dict(C_in=3, kernel=(11, 11), stride=(4, 4)), 0),     # a first layer: 2 items
+    (dict(C_in=256, kernel=(1, 1)), 0),                    # pointwise: read in place
+    (dict(C_in=256, kernel=(1, 1), stride=(2, 2)), 0),     # 2 items of 144: too few
+    (dict(C_in=64, kernel=(3, 3), groups=2), 0),
+    (dict(C_in=64, kernel=(3, 3), channels_last=True), 0),
+])
+def test_weight_gradient_block_rule(geometry, expected):
+    from types import SimpleNamespace
+    geo = SimpleNamespace(**{**dict(stride=(1, 1), groups=1, channels_last=False), **geometry})
+    pads = ((0, 0),) * len(geo.kernel)
+    assert conv_mod._weight_blocks(geo, pads) == expected
+
+
+def test_weight_gradient_blocks_kernel_checks_its_arguments():
+    x = np.zeros((2, 4, 1, 6, 6), np.float32)
+    geo = np.array((1, 3, 3, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 6, 6), np.intp)
+    gy = np.zeros((2, 5, 36), np.float32)
+    ws = np.zeros((1, 2 * 9 * 36), np.float32)
+    with pytest.raises(ValueError, match="inconsistent"):
+        conv_mod._conv.conv_backward_weight_blocks(x, gy, np.zeros((5, 35), np.float32),
+                                                   geo, ws, 2, 36, 1)
+    with pytest.raises(ValueError, match="inconsistent"):   # scratch too small
+        conv_mod._conv.conv_backward_weight_blocks(x, gy, np.zeros((5, 36), np.float32),
+                                                   geo, ws, 3, 36, 1)
+    gw = np.zeros((5, 36), np.float32)
+    conv_mod._conv.conv_backward_weight_blocks(x, gy, gw, geo, ws, 2, 36, 1)
+    assert not gw.any()

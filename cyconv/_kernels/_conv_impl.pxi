@@ -453,6 +453,55 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] x,   # in
             dst[e] = s
 
 
+def conv_backward_weight_blocks(const floating[:, :, :, :, ::1] x,   # in (N, C, D, H, W)
+                                const floating[:, :, ::1] gy,        # in (N, C_out, L)
+                                floating[:, ::1] gw,                 # out (C_out, C * taps)
+                                const Py_ssize_t[::1] geo,
+                                floating[:, ::1] ws,                 # scratch (threads, cb * taps * tile)
+                                Py_ssize_t cb, Py_ssize_t tile, int num_threads):
+    """gw = sum over samples and tiles of dY_tile @ col_tile^T (channels
+    first, groups 1), by blocks of cb input channels: the work item of a
+    block computes its cb * taps columns of gw, summing every sample's tiles
+    in order into them, so no partial sums are needed and the result is the
+    same for any number of threads."""
+    cdef Geom g = _geom(x.shape, False, 1, geo)
+    cdef Geom gs
+    cdef Py_ssize_t N = x.shape[0], C = g.C
+    cdef Py_ssize_t C_out = gw.shape[0], K = gw.shape[1]
+    cdef Py_ssize_t taps = g.kd * g.kh * g.kw
+    cdef Py_ssize_t L = g.Do * g.Ho * g.Wo
+    cdef Py_ssize_t ntiles = (L + tile - 1) // tile
+    cdef Py_ssize_t nblk = (C + cb - 1) // cb
+    cdef Py_ssize_t blk, c0, nc, n, t, l0, l1
+    cdef floating* buf = NULL
+    cdef floating beta
+    if K != C * taps or gy.shape[0] != N or gy.shape[1] != C_out or gy.shape[2] != L \
+            or g.direct or cb < 1 or tile < 1 or ws.shape[1] < cb * taps * tile:
+        raise ValueError("conv_backward_weight_blocks: inconsistent shapes or scratch")
+    if N == 0 or L == 0:
+        gw[:, :] = 0
+        return
+    with nogil, parallel(num_threads=num_threads):
+        buf = &ws[cyconv_thread_num(), 0]
+        for blk in prange(nblk, schedule="dynamic"):
+            c0 = blk * cb
+            nc = min(cb, C - c0)
+            gs = g
+            gs.C = nc
+            beta = 0
+            for n in range(N):
+                for t in range(ntiles):
+                    l0 = t * tile
+                    l1 = min(L, l0 + tile)
+                    _to_col(_plane(&x[0, 0, 0, 0, 0], n, c0, &g, False), &gs, l0, l1, buf,
+                            False)
+                    # dW[:, block] (C_out x nc taps) += dY (C_out x lt) @ col^T (lt x nc taps)
+                    gemm(False, True, <int> C_out, <int> (nc * taps), <int> (l1 - l0), 1,
+                         &gy[n, 0, l0], <int> L, buf, <int> (l1 - l0), beta,
+                         &gw[0, c0 * taps], <int> K)
+                    beta = 1
+
+
 cdef enum:
     DOTW = 16   # lanes of the vectorised dot products in _tap_sum
     DOTH = 8    # DOTW / 2
