@@ -28,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 
+from ._kernels import conv as _conv
 from ._threads import _flag
 
 ENABLED = _flag("CYCONV_WEIGHT_CACHE", True)
@@ -59,8 +60,7 @@ def _key(kind, w):
 
 
 def _same(a, b):
-    from ._kernels import conv
-    return conv.same_bytes(a.reshape(-1).view("u1"), b.reshape(-1).view("u1"))
+    return _conv.same_bytes(a.reshape(-1).view("u1"), b.reshape(-1).view("u1"))
 
 
 def clear():

@@ -99,6 +99,13 @@ def _flat(arr, geo, channels):
                        else (arr.shape[0], channels, L))
 
 
+def _in_place(geo, pads):
+    """Whether the column matrix is the input itself (every kernel extent 1,
+    stride 1, no padding): the kernels read it in place, with no im2col."""
+    return (all(k == 1 for k in geo.kernel) and all(s == 1 for s in geo.stride)
+            and all(p == 0 for pair in pads for p in pair))
+
+
 def _launch(geo, pads):
     return (P.launch_geometry(geo.kernel, geo.stride, pads, geo.dilation, geo.out_spatial),
             geo.groups, geo.channels_last)
@@ -493,8 +500,7 @@ def _uses_pointwise(geo, pads, dtype):
     other padding modes' input)."""
     return (POINTWISE_ENABLED and np.dtype(dtype).itemsize in _POINTWISE_ITEMSIZES
             and not geo.channels_last and geo.groups == 1
-            and all(k == 1 for k in geo.kernel) and all(s == 1 for s in geo.stride)
-            and all(p == 0 for pair in pads for p in pair)
+            and _in_place(geo, pads)
             and geo.C_out <= POINTWISE_MAX_OUT and geo.C_in >= POINTWISE_MIN_IN)
 
 
@@ -530,8 +536,7 @@ _PQ = 32   # output channels per register block of packed_forward (PQ of _conv_i
 
 def _uses_packed(geo, pads, dtype):
     itemsize = np.dtype(dtype).itemsize
-    in_place = (all(k == 1 for k in geo.kernel) and all(s == 1 for s in geo.stride)
-                and all(p == 0 for pair in pads for p in pair))   # no im2col: a plain GEMM
+    in_place = _in_place(geo, pads)   # no im2col: a plain GEMM
     return (PACKED_ENABLED and itemsize in _PACKED_ITEMSIZES and not geo.channels_last
             and geo.groups == 1 and not in_place and geo.C_out >= PACKED_MIN_OUT
             and geo.C_out * geo.C_in * math.prod(geo.kernel) * itemsize
@@ -613,9 +618,7 @@ WEIGHT_BLOCK_MIN_ITEMS = 4
 def _weight_blocks(geo, pads):
     """Input channels per item of conv_backward_weight_blocks, or 0 where
     the gradient goes through buckets of partial sums instead."""
-    in_place = (all(k == 1 for k in geo.kernel) and all(s == 1 for s in geo.stride)
-                and all(p == 0 for pair in pads for p in pair))   # read in place
-    if geo.channels_last or geo.groups != 1 or in_place:
+    if geo.channels_last or geo.groups != 1 or _in_place(geo, pads):
         return 0
     cb = -(-WEIGHT_BLOCK_COLUMNS // math.prod(geo.kernel))
     return cb if -(-geo.C_in // cb) >= WEIGHT_BLOCK_MIN_ITEMS else 0

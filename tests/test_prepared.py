@@ -1,6 +1,9 @@
 """cyconv._prepared: prepared weights are reused only for bitwise-equal
 weights, never kept for weights that change at every call, bounded, and
 safe from several threads; conv2d's results do not depend on it."""
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -164,9 +167,6 @@ def test_conv2d_with_kept_weights_matches_and_sees_changes(path, monkeypatch):
 @pytest.mark.parametrize("env, expected", [("0", "off"), ("no", "off"), ("1", "on,"),
                                            ("", "on,")])
 def test_environment_turns_it_off_and_info_says_so(env, expected):
-    import os
-    import subprocess
-    import sys
     code = ("import cyconv; from cyconv import _prepared; print(_prepared.ENABLED); "
             "print(cyconv._config.build_info()['weight_cache'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
