@@ -83,6 +83,20 @@ def test_unsupported_variant_is_refused_not_executed(monkeypatch):
     assert _kernels._select()[0] == "baseline"
 
 
+def test_listing_built_variants_imports_none_of_them():
+    # show_config and CI list every built variant; importing one compiled for
+    # instructions the CPU lacks can die with SIGILL as it initialises (an
+    # AVX-512 module on an AVX2-only CPU did), so built() only looks them up.
+    code = ("import sys, cyconv; from cyconv import _kernels; b = _kernels.built(); "
+            "cyconv.show_config(); "
+            "print(b, sorted(m for m in sys.modules if m.startswith('cyconv._kernels._')))")
+    r = _run(code, "baseline")
+    assert r.returncode == 0, r.stderr
+    listed, loaded = r.stdout.strip().splitlines()[-1].split("] [")
+    assert "'baseline'" in listed and all(f"'{v}'" in listed for v in RUNNABLE)
+    assert not [m for m in loaded.split(", ") if "avx" in m], loaded
+
+
 def test_requirements_are_nested():
     # A CPU that runs a variant runs every narrower one.
     for narrow, wide in zip(_kernels.VARIANTS, _kernels.VARIANTS[1:]):

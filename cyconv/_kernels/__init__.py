@@ -15,6 +15,7 @@ avx512     avx2's flags + -mavx512{f,cd,vl,bw,dq} AVX512F, CD, VL, BW, DQ
 =========  =====================================  ===========================
 """
 import importlib
+import importlib.util
 import os
 
 VARIANTS = ("baseline", "avx2", "avx512")   # narrowest first
@@ -43,21 +44,23 @@ def supported(variant, features=None):
     return all(features.get(f, False) for f in REQUIRES[variant])
 
 
-def _load(variant):
+def _names(variant):
     suffix = "" if variant == "baseline" else "_" + variant
-    return tuple(importlib.import_module(f"{__name__}.{m}{suffix}") for m in _MODULES)
+    return [f"{__name__}.{m}{suffix}" for m in _MODULES]
+
+
+def _load(variant):
+    return tuple(importlib.import_module(name) for name in _names(variant))
 
 
 def built():
-    """The variants whose three kernel modules are importable."""
-    out = []
-    for v in VARIANTS:
-        try:
-            _load(v)
-        except ImportError:
-            continue
-        out.append(v)
-    return out
+    """The variants whose three kernel modules were built (installed).
+
+    Only looked up, never imported: a module compiled for instructions this
+    CPU lacks may execute one of them as it initialises (GCC uses AVX-512
+    stores in module set-up code), which kills the process with SIGILL."""
+    return [v for v in VARIANTS
+            if all(importlib.util.find_spec(name) is not None for name in _names(v))]
 
 
 def _select():
