@@ -427,10 +427,11 @@ def _block_weights(w2, block):
 # dominates: cifar_5x5 (75 taps) 2.6 / 2.9, 7x7 stride-2 on 3 channels
 # (147 taps, 64 output channels) about equal, single_image_large 2.9 / 5.1.
 BAND_MIN_TAPS = 256
+BAND_ENABLED = _kernels.VARIANT in ("avx2", "avx512")
 
 
 def _uses_band(geo, dtype):
-    return (PACKED_ENABLED and np.dtype(dtype).itemsize in _PACKED_ITEMSIZES
+    return (BAND_ENABLED and np.dtype(dtype).itemsize in _PACKED_ITEMSIZES
             and geo.groups == 1 and geo.C_out >= PACKED_MIN_OUT
             and geo.C_in * math.prod(geo.kernel) >= BAND_MIN_TAPS)
 

@@ -28,7 +28,7 @@ def small(request, monkeypatch):
     monkeypatch.setattr(conv_mod, "SMALL_ENABLED", True)   # also in the baseline variant
     monkeypatch.setattr(conv_mod, "SMALL_WIDE", request.param == "small_forward_wide")
     band = request.param == "band_forward"
-    monkeypatch.setattr(conv_mod, "PACKED_ENABLED", band)
+    monkeypatch.setattr(conv_mod, "BAND_ENABLED", band)
     if band:
         monkeypatch.setattr(conv_mod, "BAND_MIN_TAPS", 1)
         monkeypatch.setattr(conv_mod, "PACKED_MIN_OUT", 1)
@@ -53,6 +53,8 @@ SHAPES = {
     # a partial channel block and a partial column block
     "whole_and_partial_blocks": (2, 3, 6, 70, 17, (3, 3), 1, 1, 1),
     "whole_blocks_only": (1, 2, 4, 64, 16, (3, 3), 1, 1, 1),
+    # band_forward: a second block of 32 packed channels, partly used
+    "c_out_40": (1, 3, 9, 20, 40, (3, 3), 1, 1, 1),
 }
 
 
@@ -112,7 +114,10 @@ def test_thread_count_does_not_change_bits(small):
 def test_band_selection_rule(monkeypatch):
     from cyconv import _params
 
-    monkeypatch.setattr(conv_mod, "PACKED_ENABLED", True)
+    from cyconv import _kernels
+
+    assert conv_mod.BAND_ENABLED == (_kernels.VARIANT in ("avx2", "avx512"))
+    monkeypatch.setattr(conv_mod, "BAND_ENABLED", True)
 
     def uses(C_in=3, k=11, C_out=96, dtype=np.float32):
         x = np.zeros((1, C_in, 30, 30), dtype)
@@ -124,7 +129,7 @@ def test_band_selection_rule(monkeypatch):
     assert not uses(k=9)                                  # 243 taps
     assert not uses(C_out=conv_mod.PACKED_MIN_OUT - 1)
     assert not uses(dtype=np.float64)
-    monkeypatch.setattr(conv_mod, "PACKED_ENABLED", False)
+    monkeypatch.setattr(conv_mod, "BAND_ENABLED", False)
     assert not uses()
 
 

@@ -1752,6 +1752,111 @@ cdef extern from *:
                                     Py_ssize_t ldo) noexcept nogil
 
 
+# The AVX2 (+FMA) variant's register blocks, with 8-float vectors: 16 vector
+# registers hold 12 accumulators at most, so the AVX-512 blocks above (16
+# accumulators of 16 floats) are done in pieces.  small_forward's 4 x DQ
+# block runs as two 4 x 16 halves (8 accumulators, 2 loads and 4 broadcasts
+# per tap); gcc's code for the array version _small_block kept its 16
+# accumulators on the stack.  band_forward's blocks are 16 output channels x
+# V8P = 6 positions (12 accumulators; 2 loads and 6 broadcasts per tap).
+# Measured at 2 threads (AVX2 machine), medians, ms, before / after:
+# cifar_5x5 4.9 / 3.1, single_image_large 5.2 / 2.4 (small_forward), and
+# alexnet_conv1 19.4 / 15.2 (small_forward / band_forward).  The same 16 x 6
+# block in packed_forward (resnet_3x3_s2: 8.8 / 11.5 ms) and 3 x 32 blocks in
+# pointwise_forward (pointwise_1x1: 2.29 / 2.43 ms) were slower than
+# OpenBLAS's GEMM, so those two kernels stay AVX-512 only.
+cdef extern from *:
+    """
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX2__) && defined(__FMA__) \
+        && !defined(__AVX512F__)
+    #define CYCONV_HAVE_V8 1
+    typedef float cyconv_v8 __attribute__((vector_size(32), aligned(4), may_alias));
+    /* out[k * ldo + q] = sum over taps t of w[k * K + t] * xb[toff[t] + q]
+       (+ bv[k] unless bv is NULL), k < 4, q < 16 */
+    static void cyconv_small4_f32(const float* xb, const Py_ssize_t* toff, Py_ssize_t ntap,
+                                  const float* w, Py_ssize_t K, const float* bv,
+                                  float* out, Py_ssize_t ldo) {
+        cyconv_v8 a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0},
+                  a3 = {0}, b3 = {0};
+        Py_ssize_t t;
+        for (t = 0; t < ntap; t++) {
+            const cyconv_v8* xr = (const cyconv_v8*)(xb + toff[t]);
+            cyconv_v8 x0 = xr[0], x1 = xr[1];
+            float w0 = w[t], w1 = w[K + t], w2 = w[2 * K + t], w3 = w[3 * K + t];
+            a0 += w0 * x0; b0 += w0 * x1; a1 += w1 * x0; b1 += w1 * x1;
+            a2 += w2 * x0; b2 += w2 * x1; a3 += w3 * x0; b3 += w3 * x1;
+        }
+    #define CYCONV_PUT8(k, a, b) do { float c_ = bv ? bv[k] : 0.0f; \
+        cyconv_v8* o_ = (cyconv_v8*)(out + (k) * ldo); o_[0] = a + c_; o_[1] = b + c_; } while (0)
+        CYCONV_PUT8(0, a0, b0); CYCONV_PUT8(1, a1, b1);
+        CYCONV_PUT8(2, a2, b2); CYCONV_PUT8(3, a3, b3);
+    #undef CYCONV_PUT8
+    }
+    /* out[o * 16 + q] = sum over taps t of xb[toff[t] + o] * wq[t * wstep + q],
+       o < np, q < 16: 16 output channels of packed weights (two vectors) x
+       np <= 6 output positions of a band broadcast, 12 accumulators at most */
+    static inline __attribute__((always_inline)) void cyconv_cp16_body(
+            const float* wq, Py_ssize_t wstep, Py_ssize_t ntap, const float* xb,
+            const Py_ssize_t* toff, float* out, const int np) {
+        cyconv_v8 c0 = {0}, d0 = {0}, c1 = {0}, d1 = {0}, c2 = {0}, d2 = {0},
+                  c3 = {0}, d3 = {0}, c4 = {0}, d4 = {0}, c5 = {0}, d5 = {0};
+        Py_ssize_t t;
+        for (t = 0; t < ntap; t++) {
+            const cyconv_v8* wr = (const cyconv_v8*)(wq + t * wstep);
+            const float* v = xb + toff[t];
+            cyconv_v8 w0 = wr[0], w1 = wr[1];
+            c0 += v[0] * w0; d0 += v[0] * w1;
+            if (np > 1) { c1 += v[1] * w0; d1 += v[1] * w1; }
+            if (np > 2) { c2 += v[2] * w0; d2 += v[2] * w1; }
+            if (np > 3) { c3 += v[3] * w0; d3 += v[3] * w1; }
+            if (np > 4) { c4 += v[4] * w0; d4 += v[4] * w1; }
+            if (np > 5) { c5 += v[5] * w0; d5 += v[5] * w1; }
+        }
+        cyconv_v8* o = (cyconv_v8*)out;
+        o[0] = c0; o[1] = d0;
+        if (np > 1) { o[2] = c1; o[3] = d1; }
+        if (np > 2) { o[4] = c2; o[5] = d2; }
+        if (np > 3) { o[6] = c3; o[7] = d3; }
+        if (np > 4) { o[8] = c4; o[9] = d4; }
+        if (np > 5) { o[10] = c5; o[11] = d5; }
+    }
+    /* the body specialised for each block width (np a constant in each) */
+    static void cyconv_band16_f32(const float* wq, Py_ssize_t wstep, Py_ssize_t ntap,
+                                  const float* xb, const Py_ssize_t* toff, float* out,
+                                  Py_ssize_t np) {
+        switch (np) {
+        case 1: cyconv_cp16_body(wq, wstep, ntap, xb, toff, out, 1); break;
+        case 2: cyconv_cp16_body(wq, wstep, ntap, xb, toff, out, 2); break;
+        case 3: cyconv_cp16_body(wq, wstep, ntap, xb, toff, out, 3); break;
+        case 4: cyconv_cp16_body(wq, wstep, ntap, xb, toff, out, 4); break;
+        case 5: cyconv_cp16_body(wq, wstep, ntap, xb, toff, out, 5); break;
+        default: cyconv_cp16_body(wq, wstep, ntap, xb, toff, out, 6);
+        }
+    }
+    #else
+    #define CYCONV_HAVE_V8 0
+    static void cyconv_small4_f32(const float* xb, const Py_ssize_t* toff, Py_ssize_t ntap,
+                                  const float* w, Py_ssize_t K, const float* bv,
+                                  float* out, Py_ssize_t ldo) {
+        (void)xb; (void)toff; (void)ntap; (void)w; (void)K; (void)bv; (void)out; (void)ldo;
+    }
+    static void cyconv_band16_f32(const float* wq, Py_ssize_t wstep, Py_ssize_t ntap,
+                                  const float* xb, const Py_ssize_t* toff, float* out,
+                                  Py_ssize_t np) {
+        (void)wq; (void)wstep; (void)ntap; (void)xb; (void)toff; (void)out; (void)np;
+    }
+    #endif
+    """
+    const bint CYCONV_HAVE_V8
+    void _band16_f32 "cyconv_band16_f32"(const float* wq, Py_ssize_t wstep, Py_ssize_t ntap,
+                                          const float* xb, const Py_ssize_t* toff, float* out,
+                                          Py_ssize_t np) noexcept nogil
+    void _small4_f32 "cyconv_small4_f32"(const float* xb, const Py_ssize_t* toff,
+                                          Py_ssize_t ntap, const float* w, Py_ssize_t K,
+                                          const float* bv, float* out,
+                                          Py_ssize_t ldo) noexcept nogil
+
+
 cdef void _copy_band(const floating* xc, Py_ssize_t nc, Py_ssize_t H, Py_ssize_t W,
                      Py_ssize_t row0, Py_ssize_t BR, Py_ssize_t sw, Py_ssize_t pl,
                      Py_ssize_t plen, floating* band) noexcept nogil:
@@ -1829,7 +1934,23 @@ def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                                         &bias[co] if has_bias else NULL,
                                         &y[n, co, oh * Wo + qi * DQ], Ho * Wo)
                             continue
-                        if dco == DCO:
+                        if floating is float and CYCONV_HAVE_V8 and dco == DCO:
+                            # two 4 x 16 halves, straight into y for a whole block
+                            if co + dco <= C_out and (qi + 1) * DQ <= Wo:
+                                yr = &y[n, co, oh * Wo + qi * DQ]
+                                _small4_f32(band + (oh - oh0) * sh * rowlen + qi * DQ,
+                                            &toff[0], K, &w[co, 0], K,
+                                            &bias[co] if has_bias else NULL, yr, Ho * Wo)
+                                _small4_f32(band + (oh - oh0) * sh * rowlen + qi * DQ + DQ // 2,
+                                            &toff[0], K, &w[co, 0], K,
+                                            &bias[co] if has_bias else NULL, yr + DQ // 2,
+                                            Ho * Wo)
+                                continue
+                            _small4_f32(band + (oh - oh0) * sh * rowlen + qi * DQ, &toff[0],
+                                        K, &w[co, 0], K, NULL, blk, DQ)
+                            _small4_f32(band + (oh - oh0) * sh * rowlen + qi * DQ + DQ // 2,
+                                        &toff[0], K, &w[co, 0], K, NULL, blk + DQ // 2, DQ)
+                        elif dco == DCO:
                             _small_block(band + (oh - oh0) * sh * rowlen + qi * DQ, &toff[0],
                                          K, &w[co, 0], K, blk)
                         elif floating is float and CYCONV_HAVE_V16:
@@ -2156,6 +2277,7 @@ cdef enum:
     PQ = 32     # columns per register block
     PK = 8      # output channels per register block
     PSB = 64    # positions per weight block pass in packed_forward
+    V8P = 6     # output positions per AVX2 block of band_forward
     WBT = 64    # taps per work item of block_weights
 
 
@@ -2503,6 +2625,26 @@ def band_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
             oh0 = (item % nbands) * BH
             oh1 = min(Ho, oh0 + BH)
             _copy_band(&x[n, 0, 0, 0], C, H, W, oh0 * sh - pt, BR, sw, pl, plen, band)
+            if floating is float and CYCONV_HAVE_V8:
+                # AVX2: blocks of 16 output channels x V8P positions
+                for kb in range(2 * nkb):
+                    k0 = kb * (PQ // 2)
+                    if k0 >= C_out:
+                        break
+                    nk = min(PQ // 2, C_out - k0)
+                    for oh in range(oh0, oh1):
+                        for cb in range((Wo + V8P - 1) // V8P):
+                            q0 = cb * V8P
+                            nv = min(V8P, Wo - q0)
+                            _band16_f32(&wq[kb // 2, 0, (kb % 2) * (PQ // 2)], PQ, K,
+                                        band + (oh - oh0) * sh * rowlen + q0, &toff[0],
+                                        blk, nv)
+                            for q in range(nk):
+                                bv = bias[k0 + q] if has_bias else 0
+                                yr = &y[n, k0 + q, oh * Wo + q0]
+                                for o in range(nv):
+                                    yr[o] = blk[o * (PQ // 2) + q] + bv
+                continue
             for kb in range(nkb):
                 k0 = kb * PQ
                 nk = min(PQ, C_out - k0)
