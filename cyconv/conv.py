@@ -418,14 +418,16 @@ def _block_weights(w2, block):
 
 
 # With many taps (C_in * prod(kernel) >= BAND_MIN_TAPS) and at least
-# PACKED_MIN_OUT output channels, float32 on AVX-512, the first layer runs
-# band_forward instead: the same bands, but register blocks of 8 output
-# positions x 32 output channels of packed weights (small_forward's 32-column
-# blocks waste up to 31 columns per row, 9 of 64 in alexnet_conv1's 55-column
-# rows).  Measured at 2 threads, medians, ms, small_forward / band_forward:
-# alexnet_conv1 12.7 / 10.7; with fewer taps band_forward's per-block cost
-# dominates: cifar_5x5 (75 taps) 2.6 / 2.9, 7x7 stride-2 on 3 channels
-# (147 taps, 64 output channels) about equal, single_image_large 2.9 / 5.1.
+# PACKED_MIN_OUT output channels, float32 on AVX-512 or AVX2, the first layer
+# runs band_forward instead: the same bands, but register blocks of 8 output
+# positions x 32 output channels of packed weights (AVX2: 6 positions x 16
+# channels) (small_forward's 32-column blocks waste up to 31 columns per
+# row, 9 of 64 in alexnet_conv1's 55-column rows).  Measured at 2 threads,
+# medians, ms, small_forward / band_forward: AVX-512 alexnet_conv1 12.7 /
+# 10.7, AVX2 19.4 / 15.2; with fewer taps band_forward's per-block cost
+# dominates: (AVX-512) cifar_5x5 (75 taps) 2.6 / 2.9, 7x7 stride-2 on 3
+# channels (147 taps, 64 output channels) about equal, single_image_large
+# 2.9 / 5.1; (AVX2) cifar_5x5 3.5 / 3.5, and 4.6 / 5.4 at 1 thread.
 BAND_MIN_TAPS = 256
 BAND_ENABLED = _kernels.VARIANT in ("avx2", "avx512")
 
