@@ -112,9 +112,7 @@ def test_thread_count_does_not_change_bits(small):
 
 
 def test_band_selection_rule(monkeypatch):
-    from cyconv import _params
-
-    from cyconv import _kernels
+    from cyconv import _kernels, _params
 
     assert conv_mod.BAND_ENABLED == (_kernels.VARIANT in ("avx2", "avx512"))
     monkeypatch.setattr(conv_mod, "BAND_ENABLED", True)

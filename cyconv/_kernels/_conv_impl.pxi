@@ -1911,6 +1911,7 @@ def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
     cdef floating* blk = NULL
     cdef floating* yr
     cdef floating bv
+    cdef bint whole
     if N == 0 or Ho == 0 or Wo == 0:
         return
     with nogil, parallel(num_threads=num_threads):
@@ -1935,21 +1936,17 @@ def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                                         &y[n, co, oh * Wo + qi * DQ], Ho * Wo)
                             continue
                         if floating is float and CYCONV_HAVE_V8 and dco == DCO:
-                            # two 4 x 16 halves, straight into y for a whole block
-                            if co + dco <= C_out and (qi + 1) * DQ <= Wo:
-                                yr = &y[n, co, oh * Wo + qi * DQ]
-                                _small4_f32(band + (oh - oh0) * sh * rowlen + qi * DQ,
-                                            &toff[0], K, &w[co, 0], K,
-                                            &bias[co] if has_bias else NULL, yr, Ho * Wo)
-                                _small4_f32(band + (oh - oh0) * sh * rowlen + qi * DQ + DQ // 2,
-                                            &toff[0], K, &w[co, 0], K,
-                                            &bias[co] if has_bias else NULL, yr + DQ // 2,
-                                            Ho * Wo)
+                            # two 4 x 16 halves, straight into y (bias added)
+                            # for a whole block, else into blk
+                            whole = co + dco <= C_out and (qi + 1) * DQ <= Wo
+                            yr = &y[n, co, oh * Wo + qi * DQ] if whole else blk
+                            for o in range(2):
+                                _small4_f32(band + (oh - oh0) * sh * rowlen + qi * DQ
+                                            + o * (DQ // 2), &toff[0], K, &w[co, 0], K,
+                                            &bias[co] if whole and has_bias else NULL,
+                                            yr + o * (DQ // 2), Ho * Wo if whole else DQ)
+                            if whole:
                                 continue
-                            _small4_f32(band + (oh - oh0) * sh * rowlen + qi * DQ, &toff[0],
-                                        K, &w[co, 0], K, NULL, blk, DQ)
-                            _small4_f32(band + (oh - oh0) * sh * rowlen + qi * DQ + DQ // 2,
-                                        &toff[0], K, &w[co, 0], K, NULL, blk + DQ // 2, DQ)
                         elif dco == DCO:
                             _small_block(band + (oh - oh0) * sh * rowlen + qi * DQ, &toff[0],
                                          K, &w[co, 0], K, blk)
