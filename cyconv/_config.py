@@ -42,6 +42,7 @@ def build_info():
         "openmp": _openmp_helpers.have_openmp(),
         "openmp_runtime": omp,
         "blas": blas,
+        "gemm": _threads.gemm_library(),
         "threads": _threads.get_num_threads(),
         "threads_default": n,
         "threads_source": src,
@@ -64,12 +65,15 @@ def show_config():
     >>> import cyconv
     >>> cyconv.show_config()  # doctest: +SKIP
     """
+    from . import _threads
+
     info = build_info()
     lines = [
         f"cyconv {info['version']} (Python {info['python']}, {info['platform']})",
         f"  OpenMP:          {'on' if info['openmp'] else 'off (serial build)'}",
         f"  OpenMP runtime:  {', '.join(info['openmp_runtime']) or 'none loaded'}",
         f"  BLAS:            {'; '.join(info['blas']) or 'none found'}",
+        f"  GEMM:            {info['gemm']} ({_threads.GEMM_ENV} chooses)",
         f"  threads:         {info['threads']} (default {info['threads_default']} "
         f"from {info['threads_source']})",
         f"  worker binding:  {info['bind_threads']}",

@@ -233,7 +233,8 @@ def default_source():
 # the limit also cost 0.08-0.1 ms per call.  Other BLAS libraries go through
 # threadpoolctl.
 
-_blas = {"controllers": None, "others": None, "helpers": None, "active": 0, "saved": None}
+_blas = {"controllers": None, "others": None, "helpers": None, "active": 0, "saved": None,
+         "gemm": None}
 _OPENBLAS_AFFIXES = [(p, s) for p in ("scipy_", "") for s in ("", "64_", "_64")]
 
 
@@ -291,7 +292,93 @@ def _blas_others():
                     if fns is None or not h.blas_register(*fns):
                         others.append(c)
                 _blas["helpers"], _blas["others"] = h, others
+                _install_gemm(controllers)
     return _blas["others"]
+
+
+# cyconv's GEMMs (im2col tiles, Winograd's transformed tiles, 1x1 and other
+# in-place convolutions where no register-blocked kernel takes them) call
+# sgemm/dgemm through scipy.linalg.cython_blas, that is SciPy's OpenBLAS.
+# NumPy's wheels bundle an OpenBLAS of their own, built with 64-bit integers
+# (Fortran symbols scipy_sgemm_64_, scipy_dgemm_64_), often a newer release.
+# Measured on the 2-vCPU AVX2 benchmark VM (AMD EPYC; both libraries run
+# OpenBLAS's Haswell kernels), NumPy 2.4.6's OpenBLAS 0.3.31 against SciPy
+# 1.17.1's 0.3.30, 1 thread, medians of 200 interleaved calls, row-major
+# M x N x K as cyconv calls them, ms, SciPy's / NumPy's: resnet_3x3_s2's
+# per-sample GEMM 256 x 196 x 1152 1.52 / 1.45; pointwise_1x1's
+# 64 x 784 x 256 0.42 / 0.35; 64 x 3136 x 576 4.02 / 3.32;
+# 128 x 196 x 2304 1.71 / 1.51; mnist_small's 8 x 784 x 9 0.0070 / 0.0042.
+# So the GEMMs go to the newest OpenBLAS loaded: with CYCONV_GEMM unset or
+# "auto", an ILP64 OpenBLAS whose version is above that of every other
+# OpenBLAS in the process (SciPy's among them) takes them; "scipy" keeps
+# cython_blas, "ilp64" takes a loaded ILP64 OpenBLAS whatever its version.
+# Both libraries are held to one thread inside kernels (blas_single_threaded).
+GEMM_ENV = "CYCONV_GEMM"
+_ILP64_GEMM = (("scipy_sgemm_64_", "scipy_dgemm_64_"), ("sgemm_64_", "dgemm_64_"))
+
+
+def _version_key(version):
+    key = []
+    for part in str(version or "").split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        key.append(int(digits))
+    return tuple(key)
+
+
+def _ilp64_gemm(path):
+    """Addresses of the ILP64 sgemm and dgemm of the loaded library at
+    ``path``, or None."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
+    except OSError:
+        return None
+    for names in _ILP64_GEMM:
+        if all(hasattr(lib, name) for name in names):
+            return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                         for name in names), names[0]
+    return None
+
+
+def _gemm_mode():
+    mode = os.environ.get(GEMM_ENV, "").strip().lower() or "auto"
+    if mode not in ("auto", "scipy", "ilp64"):
+        raise ValueError(f"{GEMM_ENV}={mode!r}: expected 'auto', 'scipy' or 'ilp64'")
+    return mode
+
+
+def _install_gemm(controllers):
+    """Choose the BLAS behind the kernels' GEMMs (see above) and record it."""
+    from ._kernels import conv
+
+    mode = _gemm_mode()
+    choice, plain = None, []
+    for c in controllers:
+        if c.internal_api != "openblas":
+            continue
+        found = _ilp64_gemm(c.filepath) if mode != "scipy" else None
+        if found is None:
+            plain.append(_version_key(c.version))
+        elif choice is None or _version_key(c.version) > _version_key(choice[0].version):
+            choice = (c, found)
+    if choice is not None and mode == "auto" and (not plain or max(plain) >= _version_key(
+            choice[0].version)):
+        choice = None
+    if choice is not None and conv.set_gemm64(*choice[1][0]):
+        c = choice[0]
+        _blas["gemm"] = f"OpenBLAS {c.version} ({choice[1][1]}, 64-bit integers) {c.filepath}"
+    else:
+        conv.set_gemm64(0, 0)
+        _blas["gemm"] = "scipy.linalg.cython_blas"
+
+
+def gemm_library():
+    """Which BLAS the kernels' GEMMs call (a line of text)."""
+    _blas_others()
+    return _blas["gemm"]
 
 
 class _BlasSingleThreaded:

@@ -36,8 +36,16 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.string cimport memcmp, memcpy, memset
 
-from ._blas cimport gemm
+from ._blas cimport cyconv_has_gemm64, cyconv_set_gemm64, gemm
 from ._openmp_helpers cimport cyconv_thread_num
+
+
+def set_gemm64(size_t sgemm_address, size_t dgemm_address):
+    """Route this module's GEMMs through the ILP64 Fortran sgemm and dgemm at
+    these addresses (both nonzero), or back to scipy.linalg.cython_blas
+    (either zero).  Returns whether an ILP64 BLAS is now in use."""
+    cyconv_set_gemm64(sgemm_address, dgemm_address)
+    return bool(cyconv_has_gemm64())
 
 
 cdef struct Geom:

@@ -222,7 +222,8 @@ def main(argv=None):
     print(f"kernels: {info['kernels']} variant ({info['kernels_reason']})")
     print(f"build:   OpenMP {'on' if info['openmp'] else 'off'} "
           f"({', '.join(info['openmp_runtime']) or 'no runtime'}), flags '{info['cflags']}'")
-    print(f"BLAS:    {info['blas'][0] if info['blas'] else '?'}")
+    print(f"BLAS:    {'; '.join(info['blas']) or '?'}")
+    print(f"GEMM:    {info['gemm']} (cyconv's GEMMs; CYCONV_GEMM chooses)")
     print(f"peers:   {', '.join(peers)}  ({', '.join(f'{k} {v}' for k, v in info['versions'].items())})")
     print(f"threads: {threads}; rounds: {rounds}; OPENBLAS_THREAD_TIMEOUT="
           f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}\n")
@@ -248,8 +249,8 @@ def main(argv=None):
                             work=filter_flops, start=(len(suite) + len(pools)) * len(threads),
                             total=total)
     if ceiling:
-        print(f"sgemm ceiling (SciPy's BLAS, 1536^3 float32, fastest of {max(3, rounds)} "
-              "rounds, before / after the conv2d suite; the faster is used): " + ", ".join(
+        print(f"sgemm ceiling (the faster of SciPy's and NumPy's BLAS, 1536^3 float32, "
+              f"fastest of {max(3, rounds)} rounds each, before / after the conv2d suite; the faster is used): " + ", ".join(
                   f"{a:.1f} / {b:.1f} GFLOP/s at {t} thread(s)"
                   for t, (a, b) in ceiling_runs.items()) + "\n")
     if rows:

@@ -448,8 +448,10 @@ def workspace_peak(fn):
 
 
 def sgemm_ceiling(threads, n=1536, rounds=5):
-    """GFLOP/s of the sgemm cyconv calls (SciPy's BLAS), n x n x n float32, at
-    ``threads`` threads: the ceiling an im2col + GEMM convolution can reach."""
+    """GFLOP/s of an n x n x n float32 sgemm at ``threads`` threads, the
+    fastest round of SciPy's BLAS and NumPy's (the two cyconv's GEMMs may
+    call, see cyconv._threads.install_gemm): the ceiling an im2col + GEMM
+    convolution can reach."""
     from scipy.linalg import blas
     from threadpoolctl import threadpool_limits
 
@@ -459,11 +461,14 @@ def sgemm_ceiling(threads, n=1536, rounds=5):
     a = np.asfortranarray(rng.standard_normal((n, n), np.float32))
     b = np.asfortranarray(rng.standard_normal((n, n), np.float32))
     c = np.zeros((n, n), np.float32, order="F")
+    calls = (lambda: blas.sgemm(1.0, a, b, c=c, overwrite_c=1),
+             lambda: np.matmul(a, b, out=c))
     with threadpool_limits(limits=threads, user_api="blas"):
         _threads.blas_controllers()
-        blas.sgemm(1.0, a, b, c=c, overwrite_c=1)  # warm-up
-        times = [_time_once(lambda: blas.sgemm(1.0, a, b, c=c, overwrite_c=1))
-                 for _ in range(rounds)]
+        times = []
+        for call in calls:
+            call()  # warm-up
+            times += [_time_once(call) for _ in range(rounds)]
     return 2 * n ** 3 / min(times) / 1e9   # a ceiling: the fastest round
 
 
@@ -509,8 +514,9 @@ def machine_info():
         "cpu_features": features,
         "cyconv": info["version"],
         "openmp": info["openmp"],
-        # the BLAS cyconv calls (scipy's), not NumPy's
-        "blas": sorted(info["blas"], key=lambda b: "numpy" in b)[:1],
+        # every BLAS loaded, SciPy's first; "gemm" says which one cyconv calls
+        "blas": sorted(info["blas"], key=lambda b: "numpy" in b),
+        "gemm": info["gemm"],
         "cflags": info["cflags"],
         "kernels": info["kernels"],
         "kernels_reason": info["kernels_reason"],
