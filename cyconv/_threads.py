@@ -283,6 +283,7 @@ def _blas_others():
         controllers = blas_controllers()
         with _lock:   # two threads' first calls must not register a library twice
             if _blas["others"] is None:
+                _install_gemm(controllers)   # first: if it raises, nothing is registered yet
                 others = []
                 for c in controllers:
                     fns = None
@@ -292,7 +293,6 @@ def _blas_others():
                     if fns is None or not h.blas_register(*fns):
                         others.append(c)
                 _blas["helpers"], _blas["others"] = h, others
-                _install_gemm(controllers)
     return _blas["others"]
 
 
@@ -348,6 +348,9 @@ def _gemm_mode():
     if mode not in ("auto", "scipy", "ilp64"):
         raise ValueError(f"{GEMM_ENV}={mode!r}: expected 'auto', 'scipy' or 'ilp64'")
     return mode
+
+
+_gemm_mode()   # a bad CYCONV_GEMM fails the import, as a bad CYCONV_ISA does
 
 
 def _install_gemm(controllers):
