@@ -238,21 +238,29 @@ _blas = {"controllers": None, "others": None, "helpers": None, "active": 0, "sav
 _OPENBLAS_AFFIXES = [(p, s) for p in ("scipy_", "") for s in ("", "64_", "_64")]
 
 
-def _openblas_functions(path):
-    """Addresses of the get and set thread-count functions of the loaded
-    OpenBLAS at ``path``, or None."""
+def _loaded_symbols(path, name_sets):
+    """Addresses of the first set of names in ``name_sets`` that the already
+    loaded library at ``path`` exports in full, and that set; or None."""
     import ctypes
 
     try:
         lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
     except OSError:
         return None
-    for prefix, suffix in _OPENBLAS_AFFIXES:
-        name = f"{prefix}openblas_%s_num_threads{suffix}"
-        if hasattr(lib, name % "get") and hasattr(lib, name % "set"):
-            return tuple(ctypes.cast(getattr(lib, name % op), ctypes.c_void_p).value
-                         for op in ("get", "set"))
+    for names in name_sets:
+        if all(hasattr(lib, name) for name in names):
+            return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                         for name in names), names
     return None
+
+
+def _openblas_functions(path):
+    """Addresses of the get and set thread-count functions of the loaded
+    OpenBLAS at ``path``, or None."""
+    found = _loaded_symbols(path, [tuple(f"{prefix}openblas_{op}_num_threads{suffix}"
+                                         for op in ("get", "set"))
+                                   for prefix, suffix in _OPENBLAS_AFFIXES])
+    return None if found is None else found[0]
 
 
 def blas_controllers():
@@ -328,19 +336,10 @@ def _version_key(version):
 
 
 def _ilp64_gemm(path):
-    """Addresses of the ILP64 sgemm and dgemm of the loaded library at
-    ``path``, or None."""
-    import ctypes
-
-    try:
-        lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
-    except OSError:
-        return None
-    for names in _ILP64_GEMM:
-        if all(hasattr(lib, name) for name in names):
-            return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-                         for name in names), names[0]
-    return None
+    """((sgemm, dgemm) addresses, sgemm's name) of the ILP64 GEMM of the
+    loaded library at ``path``, or None."""
+    found = _loaded_symbols(path, _ILP64_GEMM)
+    return None if found is None else (found[0], found[1][0])
 
 
 def _gemm_mode():

@@ -1,4 +1,4 @@
-"""The BLAS behind the kernels' GEMMs (cyconv._threads.install_gemm).
+"""The BLAS behind the kernels' GEMMs (cyconv._threads._install_gemm).
 
 By default the GEMMs go to the newest OpenBLAS loaded (NumPy's ILP64 one
 where it is newer than SciPy's); CYCONV_GEMM=scipy|ilp64 forces one.  Each

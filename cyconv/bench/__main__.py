@@ -249,8 +249,9 @@ def main(argv=None):
                             work=filter_flops, start=(len(suite) + len(pools)) * len(threads),
                             total=total)
     if ceiling:
-        print(f"sgemm ceiling (the faster of SciPy's and NumPy's BLAS, 1536^3 float32, "
-              f"fastest of {max(3, rounds)} rounds each, before / after the conv2d suite; the faster is used): " + ", ".join(
+        print("sgemm ceiling (the faster of SciPy's and NumPy's BLAS, 1536^3 float32, "
+              f"fastest of {max(3, rounds)} rounds each, before / after the conv2d "
+              "suite; the faster is used): " + ", ".join(
                   f"{a:.1f} / {b:.1f} GFLOP/s at {t} thread(s)"
                   for t, (a, b) in ceiling_runs.items()) + "\n")
     if rows:

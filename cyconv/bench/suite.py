@@ -450,7 +450,7 @@ def workspace_peak(fn):
 def sgemm_ceiling(threads, n=1536, rounds=5):
     """GFLOP/s of an n x n x n float32 sgemm at ``threads`` threads, the
     fastest round of SciPy's BLAS and NumPy's (the two cyconv's GEMMs may
-    call, see cyconv._threads.install_gemm): the ceiling an im2col + GEMM
+    call, see cyconv._threads._install_gemm): the ceiling an im2col + GEMM
     convolution can reach."""
     from scipy.linalg import blas
     from threadpoolctl import threadpool_limits
