@@ -316,6 +316,15 @@ SMALL_ENABLED = _kernels.VARIANT != "baseline"
 # block: cifar_5x5 2.8 / 2.6, 7x7 stride-2 on 3 channels (64 output
 # channels) 14.7 / 13.8, single_image_large 3.0 / 3.0.
 SMALL_WIDE = _kernels.VARIANT == "avx512"
+# With AVX2 (16 vector registers of 8 floats), float32 blocks are 3 output
+# channels x 32 columns (12 accumulators; the last block of a row of
+# channels takes the 1 or 2 left), not two halves of 4 channels x 16 columns
+# (8 accumulators: with the FMA's 4-cycle latency, 2 FMAs per cycle need 8
+# in flight, so any stall showed).  Measured at 1 / 2 threads (AVX2 Zen 3),
+# medians of 41 interleaved calls, ms, 4 x 16 / 3 x 32: cifar_5x5 4.58 / 4.19
+# and 2.52 / 2.38, single_image_large 5.54 / 4.86 and 3.26 / 2.86.  The
+# kernel has this block in its AVX2 build only.
+SMALL3 = _kernels.VARIANT == "avx2"
 _SMALL_BAND_BYTES = 1 << 16   # input rows copied per work item, about
 
 
@@ -471,7 +480,9 @@ def _banded(geo, xk, pads, w2, b, y, grouped):
         _conv.band_forward(x4, _blocked_weights(w2, _PQ), b, _flat(y, geo, geo.C_out),
                            np.array(arr, np.intp), toff, ws, n)
     else:
-        dco = 8 if SMALL_WIDE and dtype.itemsize == 4 else 4
+        dco = 4
+        if dtype.itemsize == 4:
+            dco = 8 if SMALL_WIDE else 3 if SMALL3 else 4
         wpad = np.zeros((-(-geo.C_out // dco) * dco, w2.shape[1]), dtype)
         wpad[:geo.C_out] = w2
         _conv.small_forward(x4, wpad, b, _flat(y, geo, geo.C_out), np.array(arr, np.intp),

@@ -15,25 +15,30 @@ import pytest
 import cyconv
 import reference as ref
 from conftest import assert_close, by_thread_count, random, spy_kernel
+from cyconv import _kernels
 from cyconv import conv as conv_mod
 
 
-@pytest.fixture(params=["small_forward", "small_forward_wide", "band_forward"])
+@pytest.fixture(params=["small_forward", "small_forward_wide", "small_forward_3",
+                        "band_forward"])
 def small(request, monkeypatch):
     """Each first-layer kernel: small_forward with blocks of 4 output
-    channels, or of 8 (float32; float64 keeps 4), or band_forward
-    (packed weights, 8-position blocks) with its limits, variant and dtype
-    restrictions lifted."""
+    channels, or of 8 or (AVX2 only) 3 (float32; float64 keeps 4), or
+    band_forward (packed weights, 8-position blocks) with its limits,
+    variant and dtype restrictions lifted."""
+    if request.param == "small_forward_3" and _kernels.VARIANT != "avx2":
+        pytest.skip("3-channel blocks are built in the AVX2 variant only")
     monkeypatch.setattr(conv_mod, "SMALL_MIN_TAPS", 1)
     monkeypatch.setattr(conv_mod, "SMALL_ENABLED", True)   # also in the baseline variant
     monkeypatch.setattr(conv_mod, "SMALL_WIDE", request.param == "small_forward_wide")
+    monkeypatch.setattr(conv_mod, "SMALL3", request.param == "small_forward_3")
     band = request.param == "band_forward"
     monkeypatch.setattr(conv_mod, "BAND_ENABLED", band)
     if band:
         monkeypatch.setattr(conv_mod, "BAND_MIN_TAPS", 1)
         monkeypatch.setattr(conv_mod, "PACKED_MIN_OUT", 1)
         monkeypatch.setattr(conv_mod, "_PACKED_ITEMSIZES", (4, 8))
-    return spy_kernel(monkeypatch, request.param.replace("_wide", ""))
+    return spy_kernel(monkeypatch, request.param.replace("_wide", "").replace("_3", ""))
 
 
 # (N, C_in, H, W, C_out, kernel, stride, padding, dilation)
@@ -112,7 +117,7 @@ def test_thread_count_does_not_change_bits(small):
 
 
 def test_band_selection_rule(monkeypatch):
-    from cyconv import _kernels, _params
+    from cyconv import _params
 
     assert conv_mod.BAND_ENABLED == (_kernels.VARIANT in ("avx2", "avx512"))
     monkeypatch.setattr(conv_mod, "BAND_ENABLED", True)
@@ -132,7 +137,7 @@ def test_band_selection_rule(monkeypatch):
 
 
 def test_selection_rule(monkeypatch):
-    from cyconv import _kernels, _params
+    from cyconv import _params
 
     assert conv_mod.SMALL_ENABLED == (_kernels.VARIANT != "baseline")
     monkeypatch.setattr(conv_mod, "SMALL_ENABLED", True)

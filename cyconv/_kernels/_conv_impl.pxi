@@ -1800,6 +1800,43 @@ cdef extern from *:
         CYCONV_PUT8(2, a2, b2); CYCONV_PUT8(3, a3, b3);
     #undef CYCONV_PUT8
     }
+    /* out[k * ldo + q] = sum over taps t of w[k * K + t] * xb[toff[t] + q]
+       (+ bv[k] unless bv is NULL), k < nc <= 3, q < 32: 12 accumulators at
+       most, 4 loads and nc broadcasts per tap */
+    static inline __attribute__((always_inline)) void cyconv_s3_body(
+            const float* xb, const Py_ssize_t* toff, Py_ssize_t ntap, const float* w,
+            Py_ssize_t K, const float* bv, float* out, Py_ssize_t ldo, const int nc) {
+        cyconv_v8 a0 = {0}, b0 = {0}, c0 = {0}, d0 = {0}, a1 = {0}, b1 = {0}, c1 = {0},
+                  d1 = {0}, a2 = {0}, b2 = {0}, c2 = {0}, d2 = {0};
+        Py_ssize_t t;
+        for (t = 0; t < ntap; t++) {
+            /* the broadcasts held, the input vectors loaded one at a time:
+               12 accumulators + 3 broadcasts + 1 input = 16 registers */
+            const cyconv_v8* xr = (const cyconv_v8*)(xb + toff[t]);
+            float w0 = w[t], w1 = nc > 1 ? w[K + t] : 0.0f, w2 = nc > 2 ? w[2 * K + t] : 0.0f;
+            cyconv_v8 v;
+            v = xr[0]; a0 += w0 * v; if (nc > 1) a1 += w1 * v; if (nc > 2) a2 += w2 * v;
+            v = xr[1]; b0 += w0 * v; if (nc > 1) b1 += w1 * v; if (nc > 2) b2 += w2 * v;
+            v = xr[2]; c0 += w0 * v; if (nc > 1) c1 += w1 * v; if (nc > 2) c2 += w2 * v;
+            v = xr[3]; d0 += w0 * v; if (nc > 1) d1 += w1 * v; if (nc > 2) d2 += w2 * v;
+        }
+    #define CYCONV_PUT32(k, a, b, c, d) do { float c_ = bv ? bv[k] : 0.0f; \
+        cyconv_v8* o_ = (cyconv_v8*)(out + (k) * ldo); o_[0] = a + c_; o_[1] = b + c_; \
+        o_[2] = c + c_; o_[3] = d + c_; } while (0)
+        CYCONV_PUT32(0, a0, b0, c0, d0);
+        if (nc > 1) CYCONV_PUT32(1, a1, b1, c1, d1);
+        if (nc > 2) CYCONV_PUT32(2, a2, b2, c2, d2);
+    #undef CYCONV_PUT32
+    }
+    static void cyconv_small3_f32(const float* xb, const Py_ssize_t* toff, Py_ssize_t ntap,
+                                  const float* w, Py_ssize_t K, const float* bv,
+                                  float* out, Py_ssize_t ldo, Py_ssize_t nc) {
+        switch (nc) {
+        case 1: cyconv_s3_body(xb, toff, ntap, w, K, bv, out, ldo, 1); break;
+        case 2: cyconv_s3_body(xb, toff, ntap, w, K, bv, out, ldo, 2); break;
+        default: cyconv_s3_body(xb, toff, ntap, w, K, bv, out, ldo, 3);
+        }
+    }
     /* out[o * 16 + q] = sum over taps t of xb[toff[t] + o] * wq[t * wstep + q],
        o < np, q < 16: 16 output channels of packed weights (two vectors) x
        np <= 6 output positions of a band broadcast, 12 accumulators at most */
@@ -1848,6 +1885,12 @@ cdef extern from *:
                                   float* out, Py_ssize_t ldo) {
         (void)xb; (void)toff; (void)ntap; (void)w; (void)K; (void)bv; (void)out; (void)ldo;
     }
+    static void cyconv_small3_f32(const float* xb, const Py_ssize_t* toff, Py_ssize_t ntap,
+                                  const float* w, Py_ssize_t K, const float* bv,
+                                  float* out, Py_ssize_t ldo, Py_ssize_t nc) {
+        (void)xb; (void)toff; (void)ntap; (void)w; (void)K; (void)bv; (void)out; (void)ldo;
+        (void)nc;
+    }
     static void cyconv_band16_f32(const float* wq, Py_ssize_t wstep, Py_ssize_t ntap,
                                   const float* xb, const Py_ssize_t* toff, float* out,
                                   Py_ssize_t np) {
@@ -1859,6 +1902,10 @@ cdef extern from *:
     void _band16_f32 "cyconv_band16_f32"(const float* wq, Py_ssize_t wstep, Py_ssize_t ntap,
                                           const float* xb, const Py_ssize_t* toff, float* out,
                                           Py_ssize_t np) noexcept nogil
+    void _small3_f32 "cyconv_small3_f32"(const float* xb, const Py_ssize_t* toff,
+                                          Py_ssize_t ntap, const float* w, Py_ssize_t K,
+                                          const float* bv, float* out, Py_ssize_t ldo,
+                                          Py_ssize_t nc) noexcept nogil
     void _small4_f32 "cyconv_small4_f32"(const float* xb, const Py_ssize_t* toff,
                                           Py_ssize_t ntap, const float* w, Py_ssize_t K,
                                           const float* bv, float* out,
@@ -1943,7 +1990,18 @@ def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                                         &bias[co] if has_bias else NULL,
                                         &y[n, co, oh * Wo + qi * DQ], Ho * Wo)
                             continue
-                        if floating is float and CYCONV_HAVE_V8 and dco == DCO:
+                        if floating is float and CYCONV_HAVE_V8 and dco == 3:
+                            # 3 (or, the last block, fewer) channels x DQ
+                            # columns, straight into y for whole columns
+                            whole = (qi + 1) * DQ <= Wo
+                            _small3_f32(band + (oh - oh0) * sh * rowlen + qi * DQ,
+                                        &toff[0], K, &w[co, 0], K,
+                                        &bias[co] if whole and has_bias else NULL,
+                                        &y[n, co, oh * Wo + qi * DQ] if whole else blk,
+                                        Ho * Wo if whole else DQ, min(dco, C_out - co))
+                            if whole:
+                                continue
+                        elif floating is float and CYCONV_HAVE_V8 and dco == DCO:
                             # two 4 x 16 halves, straight into y (bias added)
                             # for a whole block, else into blk
                             whole = co + dco <= C_out and (qi + 1) * DQ <= Wo
