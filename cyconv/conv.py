@@ -298,7 +298,8 @@ def _forward(geo, xk, pads, w2, b, y):
 
 # First layers (1 to SMALL_MAX_CHANNELS input channels, groups 1, 1-D or 2-D,
 # channels first, at least SMALL_MIN_TAPS taps C_in * prod(kernel)) use
-# small_forward: blocks of 4 output channels x 32 output columns accumulated
+# small_forward: blocks of 4 output channels (3 or 8 in the AVX2 and AVX-512
+# float32 builds, below) x 32 output columns accumulated
 # in registers over every tap, with no im2col and no GEMM packing.  Measured
 # at 2 threads (AVX-512) against im2col + GEMM: alexnet_conv1 14.9 -> 11.4 ms,
 # cifar_5x5 5.6 -> 3.3 ms, single_image_large 5.6 -> 2.4 ms; with 9 taps

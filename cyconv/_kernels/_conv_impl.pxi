@@ -1764,15 +1764,19 @@ cdef extern from *:
 # registers hold 12 accumulators at most, so the AVX-512 blocks above (16
 # accumulators of 16 floats) are done in pieces.  small_forward's 4 x DQ
 # block runs as two 4 x 16 halves (8 accumulators, 2 loads and 4 broadcasts
-# per tap); gcc's code for the array version _small_block kept its 16
-# accumulators on the stack.  band_forward's blocks are 16 output channels x
-# V8P = 6 positions (12 accumulators; 2 loads and 6 broadcasts per tap).
+# per tap), or (float32 by default, see conv.SMALL3) as blocks of 3 x DQ
+# (12 accumulators, 4 loads and 3 broadcasts per tap); gcc's code for the
+# array version _small_block kept its 16 accumulators on the stack.
+# band_forward's blocks are 16 output channels x V8P = 6 positions (12
+# accumulators; 2 loads and 6 broadcasts per tap).
 # Measured at 2 threads (AVX2 machine), medians, ms, before / after:
 # cifar_5x5 4.9 / 3.1, single_image_large 5.2 / 2.4 (small_forward), and
 # alexnet_conv1 19.4 / 15.2 (small_forward / band_forward).  The same 16 x 6
 # block in packed_forward (resnet_3x3_s2: 8.8 / 11.5 ms) and 3 x 32 blocks in
 # pointwise_forward (pointwise_1x1: 2.29 / 2.43 ms) were slower than
-# OpenBLAS's GEMM, so those two kernels stay AVX-512 only.
+# OpenBLAS's GEMM, so those two kernels stay AVX-512 only (tried again with a
+# 3 x 32 block that keeps all 12 accumulators in registers, in L1-sized
+# chunks of input channels: pointwise_1x1 still 5% slower than the GEMM).
 cdef extern from *:
     """
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX2__) && defined(__FMA__) \
@@ -1948,7 +1952,8 @@ def small_forward(const floating[:, :, :, ::1] x,   # in (N, C, H, W)
                   const Py_ssize_t[::1] geo,        # kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, BH
                   const Py_ssize_t[::1] toff,       # in (C*kh*kw,) tap offsets
                   floating[:, ::1] ws,              # scratch (threads, band + dco * DQ)
-                  int num_threads, Py_ssize_t dco=DCO):   # output channels per block: DCO or 2 * DCO
+                  int num_threads,
+                  Py_ssize_t dco=DCO):   # output channels per block: DCO, 2 * DCO or 3 (AVX2)
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t C_out = y.shape[1], K = w.shape[1]
     cdef Py_ssize_t kh = geo[0], kw = geo[1], sh = geo[2], sw = geo[3]
