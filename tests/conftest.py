@@ -63,14 +63,20 @@ def random(rng, shape, dtype=np.float32):
     return rng.standard_normal(shape).astype(np.float32).astype(dtype)
 
 
-@pytest.fixture(params=["default", "tiles3", "tiles8", "im2col"])
+@pytest.fixture(params=["default", "tiles3", "tiles8", "im2col", "im2col_cf"])
 def workspace_mode(request, monkeypatch):
     """Force the kernels' tiling paths: several tiles per image (splitting
     rows, or whole-row bands for the parallel col2im), one partial bucket
     per tile or accumulation in place; or im2col + GEMM (and col2im) where
     conv2d and its backward would take a specialised kernel (few input
-    channels, pointwise, Winograd, depthwise)."""
-    if request.param == "im2col":
+    channels, pointwise, Winograd, depthwise), its tiles of whole 2-D rows
+    im2col'ed by _to_col_rows (im2col) or by the general _transfer_cf
+    (im2col_cf)."""
+    if request.param == "im2col_cf":
+        from cyconv import conv
+        old = conv._conv.set_to_col_rows(False)
+        request.addfinalizer(lambda: conv._conv.set_to_col_rows(old))
+    if request.param in ("im2col", "im2col_cf"):
         from cyconv import conv
         monkeypatch.setattr(conv, "SMALL_MAX_CHANNELS", 0)
         monkeypatch.setattr(conv, "POINTWISE_ENABLED", False)
