@@ -4,10 +4,10 @@ tests/reference.py.
 conv1d/conv2d take them for channels-first, groups-1 convolutions with at
 most cyconv.conv.SMALL_MAX_CHANNELS input channels and at least
 SMALL_MIN_TAPS taps (band_forward from BAND_MIN_TAPS taps and PACKED_MIN_OUT
-output channels, float32, AVX-512); every case runs with each kernel, and
-the tests check that it was taken, with work items of one output row
-and of many, every stride phase split, and rows wider than one 32-column
-register block.
+output channels, float32, AVX2 or AVX-512); every case runs with each kernel
+and block size, and the tests check that it was taken, with work items of
+one output row and of many, every stride phase split, and rows wider than
+one 32-column register block.
 """
 import numpy as np
 import pytest
