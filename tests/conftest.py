@@ -63,6 +63,18 @@ def random(rng, shape, dtype=np.float32):
     return rng.standard_normal(shape).astype(np.float32).astype(dtype)
 
 
+def force_im2col(monkeypatch):
+    """im2col + GEMM (and col2im) where conv2d and its backward would take a
+    specialised kernel (few input channels, pointwise, packed, Winograd,
+    depthwise)."""
+    from cyconv import conv
+    monkeypatch.setattr(conv, "SMALL_MAX_CHANNELS", 0)
+    monkeypatch.setattr(conv, "POINTWISE_ENABLED", False)
+    monkeypatch.setattr(conv, "PACKED_ENABLED", False)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1 << 30)
+    monkeypatch.setattr(conv, "_uses_direct", lambda geo: False)
+
+
 @pytest.fixture(params=["default", "tiles3", "tiles8", "im2col", "im2col_cf"])
 def workspace_mode(request, monkeypatch):
     """Force the kernels' tiling paths: several tiles per image (splitting
@@ -77,12 +89,7 @@ def workspace_mode(request, monkeypatch):
         old = conv._conv.set_to_col_rows(False)
         request.addfinalizer(lambda: conv._conv.set_to_col_rows(old))
     if request.param in ("im2col", "im2col_cf"):
-        from cyconv import conv
-        monkeypatch.setattr(conv, "SMALL_MAX_CHANNELS", 0)
-        monkeypatch.setattr(conv, "POINTWISE_ENABLED", False)
-        monkeypatch.setattr(conv, "PACKED_ENABLED", False)
-        monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1 << 30)
-        monkeypatch.setattr(conv, "_uses_direct", lambda geo: False)
+        force_im2col(monkeypatch)
     if request.param == "tiles3":
         monkeypatch.setattr(_workspace, "tile_size", lambda k, n, i: min(n, 3))
         monkeypatch.setattr(_workspace, "PARTIAL_BYTES", 1)

@@ -15,18 +15,14 @@ import pytest
 
 import cyconv
 import reference as ref
-from conftest import assert_close, random
+from conftest import assert_close, force_im2col, random
 from cyconv import conv as conv_mod
 
 
 @pytest.fixture
 def im2col_only(monkeypatch):
     """Every forward and backward through im2col + GEMM."""
-    monkeypatch.setattr(conv_mod, "SMALL_MAX_CHANNELS", 0)
-    monkeypatch.setattr(conv_mod, "POINTWISE_ENABLED", False)
-    monkeypatch.setattr(conv_mod, "PACKED_ENABLED", False)
-    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 1 << 30)
-    monkeypatch.setattr(conv_mod, "_uses_direct", lambda geo: False)
+    force_im2col(monkeypatch)
     old = conv_mod._conv.set_to_col_rows(True)
     yield
     conv_mod._conv.set_to_col_rows(old)
