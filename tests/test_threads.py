@@ -146,11 +146,20 @@ def test_threads_passed_explicitly():
 
 
 def _affinities():
-    """{tid: set of CPUs} of every thread of this process (Linux)."""
+    """{tid: set of CPUs} of every thread of this process (Linux).
+
+    One listing of /proc/self/task can skip a live thread while another
+    thread exits (the kernel walks the thread list by position; seen in CI:
+    the calling thread itself missing from a listing taken while the workers
+    of the previous test's thread were ending), so the tids are the union of
+    a few listings, and the calling thread is always included."""
+    tids = {threading.get_native_id()}
+    for _ in range(4):
+        tids.update(int(t) for t in os.listdir("/proc/self/task"))
     out = {}
-    for tid in os.listdir("/proc/self/task"):
+    for tid in sorted(tids):
         try:
-            out[int(tid)] = os.sched_getaffinity(int(tid))
+            out[tid] = os.sched_getaffinity(tid)
         except OSError:   # the thread ended meanwhile
             pass
     return out
