@@ -357,8 +357,11 @@ def _make(nd):
 
     ``(sum over the window of x ** norm_type) ** (1 / norm_type)`` (PyTorch's
     definition: no absolute value, so odd powers of negative inputs can give
-    NaN).  Padding taps contribute nothing.  Input {lay}; other arguments as
-    for :func:`max_pool{nd}d`.
+    NaN).  Padding taps contribute nothing, and a window cut short by
+    ``ceil_mode`` sums only its taps inside the input (PyTorch's
+    implementation, ``avg_pool * prod(kernel_size)``, scales such a window up
+    as if it were whole).  Input {lay}; other arguments as for
+    :func:`max_pool{nd}d`.
 
     Examples
     --------

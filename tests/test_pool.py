@@ -282,6 +282,20 @@ def test_ceil_mode_drops_window_starting_in_end_padding():
     assert cyconv.avg_pool2d(x, 2, 2, 1, ceil_mode=True).shape == (1, 1, 3, 3)
 
 
+def test_lp_pool_ceil_mode_partial_window_sums_only_its_taps():
+    # The definition (PyTorch's documented formula and ONNX LpPool): the sum
+    # over the window's taps inside the input.  PyTorch's implementation,
+    # avg_pool * prod(kernel_size), scales a window cut short by ceil_mode up
+    # as if it were whole: it gives 2 ** 0.5 for the last window here.
+    x = np.ones((1, 1, 5))
+    y = cyconv.lp_pool1d(x, 2, 2, 2, ceil_mode=True)
+    np.testing.assert_allclose(y, [[[2 ** 0.5, 2 ** 0.5, 1.0]]], rtol=1e-12)
+    x2 = np.arange(1.0, 26.0).reshape(1, 1, 5, 5)
+    y2 = cyconv.lp_pool2d(x2, 1, 2, 2, ceil_mode=True)
+    np.testing.assert_allclose(y2[0, 0, 2, 2], 25.0)          # one tap: 25
+    np.testing.assert_allclose(y2[0, 0, 0, 2], 5.0 + 10.0)    # two taps
+
+
 def test_window_in_padding_never_gives_inf_or_nan():
     x = -np.ones((1, 1, 4, 4))
     for padding in [((2, 2), (2, 2)), ((0, 2), (2, 0))]:
