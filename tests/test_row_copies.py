@@ -4,7 +4,8 @@ tests/reference.py, on random geometries:
 - the im2col of whole 2-D output rows (_to_col_rows, the default where a
   tile holds whole rows) against _transfer_cf: strides 1-3, dilation,
   padding wider than the kernel (rows and columns that are all padding),
-  kernels as large as the padded input, groups;
+  kernels as large as the padded input, groups; and 3-D inputs of depth 1
+  with depth padding (whose one depth tap can lie in the padding);
 - the four stride-4 phases of a row in one pass (_gather4: F(4x4, 3x3)
   Winograd's input rows, and the bands of stride-4 first layers) against
   four _gather calls.
@@ -68,6 +69,37 @@ def test_matches_transfer_cf_and_reference(seed, im2col_only):
                                              g["dilation"], g["groups"])
     assert_close(grads.weight, gw_ref, np.float64, str(g))
     assert_close(grads.input, gx_ref, np.float64, str(g))
+
+
+# Depth 1 with a kernel depth of 1: the im2col of a 3-D convolution's whole
+# output rows may take _to_col_rows only when its one depth tap is inside the
+# input.  (before, after, stride) in depth; the first three give one output
+# plane whose tap lies in the padding, so every output is the bias.
+DEPTH_ONE = [(1, 0, 2), (1, 1, 3), (2, 0, 3), (0, 1, 2), (0, 0, 1), (1, 0, 1)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["ncx", "nxc"])
+@pytest.mark.parametrize("depth", DEPTH_ONE, ids=str)
+@pytest.mark.parametrize("seed", range(3))
+def test_depth_one_3d_matches_reference(seed, depth, channels_last, im2col_only):
+    rng = np.random.default_rng(seed)
+    g = _geometry(rng)
+    before, after, sd = depth
+    pads = ((before, after),) + g["pads"]
+    stride, dilation = (sd,) + g["stride"], (1,) + g["dilation"]
+    x = random(rng, (g["N"], g["C"], 1, g["H"], g["W"]), np.float64)
+    w = random(rng, (g["K"], g["C"] // g["groups"], 1) + g["kernel"], np.float64)
+    b = random(rng, (g["K"],), np.float64)
+    kw = dict(stride=stride, padding=pads, dilation=dilation, groups=g["groups"])
+    lay = (lambda a: np.moveaxis(a, 1, -1)) if channels_last else (lambda a: a)
+    expected = ref.conv_nd(x, w, b, stride, pads, dilation, g["groups"])
+    y = cyconv.conv3d(lay(x), w, b, channels_last=channels_last, **kw)
+    assert_close(y, lay(expected), np.float64, str(g))
+    gy = random(rng, expected.shape, np.float64)
+    grads = cyconv.conv3d_backward(lay(gy), lay(x), w, channels_last=channels_last, **kw)
+    gx_ref, gw_ref, _ = ref.conv_nd_backward(gy, x, w, stride, pads, dilation, g["groups"])
+    assert_close(grads.weight, gw_ref, np.float64, str(g))
+    assert_close(grads.input, lay(gx_ref), np.float64, str(g))
 
 
 def test_setting_round_trips():

@@ -281,8 +281,10 @@ cdef inline void _to_col(floating* x, const Geom* g, Py_ssize_t l0, Py_ssize_t l
                          floating* col, bint channels_last) noexcept nogil:
     if channels_last:
         _transfer_cl(x, g, l0, l1, col, True)
-    elif (TO_COL_ROWS and g.D == 1 and g.Do == 1 and g.kd == 1 and l0 % g.Wo == 0
-          and (l1 - l0) % g.Wo == 0):
+    elif (TO_COL_ROWS and g.D == 1 and g.Do == 1 and g.kd == 1 and g.pd == 0
+          and l0 % g.Wo == 0 and (l1 - l0) % g.Wo == 0):
+        # (a 2-D input; with depth padding before it, a 3-D input of depth 1
+        # has its one depth tap at -pd, in the padding: _transfer_cf zeroes it)
         _to_col_rows(x, g, l0 // g.Wo, l1 // g.Wo, col)
     else:
         _transfer_cf(x, g, l0, l1, col, True)
