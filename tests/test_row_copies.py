@@ -16,7 +16,7 @@ import pytest
 
 import cyconv
 import reference as ref
-from conftest import assert_close, force_im2col, random, spy_kernel
+from conftest import assert_close, force_im2col, random, spy_kernel, to_first, to_last
 from cyconv import conv as conv_mod
 
 
@@ -63,12 +63,19 @@ def test_matches_transfer_cf_and_reference(seed, im2col_only):
     assert np.array_equal(y, y_cf)
     assert np.array_equal(grads.weight, grads_cf.weight)
     assert np.array_equal(grads.input, grads_cf.input)
-    expected = ref.conv_nd(x, w, b, g["stride"], g["pads"], g["dilation"], g["groups"])
-    assert_close(y, expected, np.float64, str(g))
-    gx_ref, gw_ref, _ = ref.conv_nd_backward(gy, x, w, g["stride"], g["pads"],
-                                             g["dilation"], g["groups"])
-    assert_close(grads.weight, gw_ref, np.float64, str(g))
-    assert_close(grads.input, gx_ref, np.float64, str(g))
+    _assert_reference(y, grads, gy, x, w, b, g["stride"], g["pads"], g["dilation"],
+                      g["groups"], str(g))
+
+
+def _assert_reference(y, grads, gy, x, w, b, stride, pads, dilation, groups, what,
+                      lay=lambda a: a):
+    """y and the input and weight gradients against tests/reference.py; x and
+    gy channels first, y and grads.input in the layout ``lay`` makes."""
+    assert_close(y, lay(ref.conv_nd(x, w, b, stride, pads, dilation, groups)),
+                 np.float64, what)
+    gx_ref, gw_ref, _ = ref.conv_nd_backward(gy, x, w, stride, pads, dilation, groups)
+    assert_close(grads.weight, gw_ref, np.float64, what)
+    assert_close(grads.input, lay(gx_ref), np.float64, what)
 
 
 # Depth 1 with a kernel depth of 1: the im2col of a 3-D convolution's whole
@@ -91,15 +98,12 @@ def test_depth_one_3d_matches_reference(seed, depth, channels_last, im2col_only)
     w = random(rng, (g["K"], g["C"] // g["groups"], 1) + g["kernel"], np.float64)
     b = random(rng, (g["K"],), np.float64)
     kw = dict(stride=stride, padding=pads, dilation=dilation, groups=g["groups"])
-    lay = (lambda a: np.moveaxis(a, 1, -1)) if channels_last else (lambda a: a)
-    expected = ref.conv_nd(x, w, b, stride, pads, dilation, g["groups"])
+    lay = to_last if channels_last else (lambda a: a)
     y = cyconv.conv3d(lay(x), w, b, channels_last=channels_last, **kw)
-    assert_close(y, lay(expected), np.float64, str(g))
-    gy = random(rng, expected.shape, np.float64)
+    gy = random(rng, to_first(y).shape if channels_last else y.shape, np.float64)
     grads = cyconv.conv3d_backward(lay(gy), lay(x), w, channels_last=channels_last, **kw)
-    gx_ref, gw_ref, _ = ref.conv_nd_backward(gy, x, w, stride, pads, dilation, g["groups"])
-    assert_close(grads.weight, gw_ref, np.float64, str(g))
-    assert_close(grads.input, lay(gx_ref), np.float64, str(g))
+    _assert_reference(y, grads, gy, x, w, b, stride, pads, dilation, g["groups"], str(g),
+                      lay)
 
 
 def test_setting_round_trips():
