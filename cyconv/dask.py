@@ -323,13 +323,15 @@ def _filter(op, in1, in2, mode, boundary, fillvalue, flip, threads_per_task):
         raise ValueError(f"{op}: for 'valid' mode the images {image} must be at least as "
                          f"large as the kernel {k.shape} (SciPy's swap is not supported "
                          f"on dask arrays)")
-    dtype = cyconv.signal._dtype(op, np.empty(0, x.dtype), k)
+    # the output dtype: an integer one is computed exactly block by block
+    dtype = cyconv.signal._dtypes(op, np.empty(0, x.dtype), k)[0]
+    fill = cyconv.signal._fill(op, fillvalue, dtype) if boundary == "fill" else None
     kernel = np.ascontiguousarray(k[::-1, ::-1] if flip else k, dtype)
     pads = cyconv.signal._mode_pads(kernel.shape, mode, flip)
     x = x.astype(dtype)
     if any(p for pair in pads for p in pair):
         width = [(0, 0)] * (x.ndim - 2) + pads
-        x = (da.pad(x, width, mode="constant", constant_values=dtype.type(fillvalue))
+        x = (da.pad(x, width, mode="constant", constant_values=fill[()])
              if boundary == "fill" else
              da.pad(x, width, mode="wrap" if boundary == "wrap" else "symmetric"))
     out = tuple(n - m + 1 for n, m in zip(x.shape[-2:], kernel.shape))

@@ -1,11 +1,10 @@
 """SciPy-compatible 2-D filtering: ``convolve2d`` and ``correlate2d``.
 
 Same results and output dtypes as ``scipy.signal.convolve2d`` /
-``correlate2d`` for real floating inputs, plus leading batch dimensions on
-the image, filtered in parallel with the GIL released.
+``correlate2d`` for real inputs (integer ones computed exactly and wrapped
+on overflow, as SciPy's integer arithmetic), plus leading batch dimensions
+on the image, filtered in parallel with the GIL released.
 """
-import numbers
-
 import numpy as np
 
 from . import _params as P
@@ -38,15 +37,82 @@ def _mode_pads(kernel_shape, mode, flip):
             pads.append((0, 0))
     return pads
 
-def _dtype(op, in1, in2):
+
+def _dtypes(op, in1, in2):
+    """(output dtype, dtype computed in): SciPy's numpy.result_type of the
+    inputs, except float16 (SciPy refuses it) and bool with bool (SciPy
+    refuses that too), filtered in float32 and float64.  Integer results are
+    computed exactly (see _integer_filter) and wrap as SciPy's integer loops
+    do."""
     for name, a in (("in1", in1), ("in2", in2)):
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{op}: {name} has dtype {a.dtype}; cyconv.signal filters real "
                             f"inputs (use scipy.signal for complex ones)")
     dt = np.result_type(in1.dtype, in2.dtype)
     if dt == np.float16:
-        return np.dtype(np.float32)
-    return dt if dt in (np.float32, np.float64) else np.dtype(np.float64)
+        return np.dtype(np.float32), np.dtype(np.float32)
+    if dt.kind == "b":
+        return np.dtype(np.float64), np.dtype(np.float64)
+    return dt, (dt if dt.kind == "f" else np.dtype(np.float64))
+
+
+def _fill(op, fillvalue, dtype):
+    """``fillvalue`` as a 0-d array of the output dtype, converted as SciPy
+    converts it: as ``numpy.array(fillvalue, dtype)`` would for a Python or
+    NumPy scalar (a float truncates towards zero for an integer output), by
+    a safe cast only for an array; scalar or one element."""
+    try:
+        if isinstance(fillvalue, np.ndarray):
+            if fillvalue.size == 1 and not np.can_cast(fillvalue.dtype, dtype):
+                raise TypeError
+            fill = fillvalue.astype(dtype)
+        else:
+            fill = np.array(fillvalue, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{op}: could not convert fillvalue {fillvalue!r} to the output "
+                         f"dtype {dtype}") from None
+    if fill.size != 1:
+        raise ValueError(f"{op}: fillvalue must be a scalar or an array with one element, "
+                         f"got shape {fill.shape}")
+    return fill.reshape(())
+
+
+# An integer result is computed in float64, exactly while every partial sum
+# is an integer below 2**53 in magnitude (bounded by the largest input or
+# fill magnitude times the kernel's sum of magnitudes), then wrapped into the
+# output dtype: the sum modulo 2**bits, as SciPy's integer arithmetic gives
+# it.  Beyond that bound, a loop over the kernel's taps in int64.
+_EXACT = 2.0 ** 52
+
+
+def _integer_filter(x, kernel, fill, boundary, pads, out_dtype, float_filter):
+    """Exact integer correlation of the images x (B, H, W) with kernel,
+    wrapped to out_dtype; float_filter(xp, k) is the float64 kernel."""
+    bound = float(np.abs(kernel.astype(np.float64)).sum())
+    big = max(abs(float(x.max())), abs(float(x.min())))   # x is not empty
+    if boundary == "fill":
+        big = max(big, abs(float(fill)))
+    exact = bound * big < _EXACT
+    work = np.float64 if exact else np.int64
+    # uint64 to int64 wraps, which arithmetic modulo 2**64 does not notice
+    xw = x.astype(work) if exact else x.astype(np.int64, casting="unsafe")
+    kw = kernel.astype(work) if exact else kernel.astype(np.int64, casting="unsafe")
+    if any(p for pair in pads for p in pair):
+        width = ((0, 0), *pads)
+        if boundary == "fill":
+            xw = np.pad(xw, width, constant_values=fill.astype(work, casting="unsafe"))
+        else:
+            xw = np.pad(xw, width, mode=_NP_MODE[boundary])
+    kh, kwid = kw.shape
+    Ho, Wo = xw.shape[1] - kh + 1, xw.shape[2] - kwid + 1
+    if exact:
+        out = float_filter(xw, kw).astype(np.int64)
+    else:
+        out = np.zeros((xw.shape[0], Ho, Wo), np.int64)
+        for i in range(kh):
+            for j in range(kwid):
+                out += kw[i, j] * xw[:, i:i + Ho, j:j + Wo]
+    return out.astype(out_dtype, casting="unsafe")
 
 
 def _filter(op, in1, in2, mode, boundary, fillvalue, flip):
@@ -62,9 +128,9 @@ def _filter(op, in1, in2, mode, boundary, fillvalue, flip):
         raise ValueError(f"{op}: boundary must be one of {', '.join(map(repr, _BOUNDARIES))}"
                          f", got {boundary!r}")
     boundary = _BOUNDARIES[boundary]
-    if not isinstance(fillvalue, numbers.Real):
-        raise TypeError(f"{op}: fillvalue must be a real number, got {fillvalue!r}")
-    dtype = _dtype(op, in1, in2)
+    out_dtype, dtype = _dtypes(op, in1, in2)
+    # SciPy converts (and checks) fillvalue only where the boundary uses it
+    fill = _fill(op, fillvalue, out_dtype) if boundary == "fill" else None
     if 0 in in1.shape[-2:] or 0 in in2.shape:
         raise ValueError(f"{op}: in1 {in1.shape} and in2 {in2.shape} must not be empty")
     image = in1.shape[-2:]
@@ -80,21 +146,35 @@ def _filter(op, in1, in2, mode, boundary, fillvalue, flip):
                              f"defined for a single 2-D in1")
         in1, in2, swap = in2, in1, True  # SciPy's rule: the larger one is filtered
         image = in1.shape
-    kernel = P.contiguous(in2, dtype)
-    if flip:
-        kernel = np.ascontiguousarray(kernel[::-1, ::-1])
-    pads = _mode_pads(kernel.shape, mode, flip)
     batch = in1.shape[:-2]
-    x = P.contiguous(in1, dtype).reshape(-1, *image)
-    if any(p for pair in pads for p in pair):
-        width = ((0, 0), *pads)
-        if boundary == "fill":
-            x = np.pad(x, width, constant_values=dtype.type(fillvalue))
-        else:
-            x = np.pad(x, width, mode=_NP_MODE[boundary])
-    out = np.empty((x.shape[0], x.shape[1] - kernel.shape[0] + 1,
-                    x.shape[2] - kernel.shape[1] + 1), dtype)
-    _signal.correlate_valid(x, kernel, out, kernel_threads())
+
+    def float_filter(xp, kernel):
+        xp, kernel = np.ascontiguousarray(xp), np.ascontiguousarray(kernel)
+        out = np.empty((xp.shape[0], xp.shape[1] - kernel.shape[0] + 1,
+                        xp.shape[2] - kernel.shape[1] + 1), xp.dtype)
+        _signal.correlate_valid(xp, kernel, out, kernel_threads())
+        return out
+
+    if out_dtype.kind in "iu":
+        x = np.asarray(in1).astype(out_dtype, copy=False).reshape(-1, *image)
+        kernel = np.asarray(in2).astype(out_dtype, copy=False)
+        if flip:
+            kernel = kernel[::-1, ::-1]
+        pads = _mode_pads(kernel.shape, mode, flip)
+        out = _integer_filter(x, kernel, fill, boundary, pads, out_dtype, float_filter)
+    else:
+        kernel = P.contiguous(in2, dtype)
+        if flip:
+            kernel = np.ascontiguousarray(kernel[::-1, ::-1])
+        pads = _mode_pads(kernel.shape, mode, flip)
+        x = P.contiguous(in1, dtype).reshape(-1, *image)
+        if any(p for pair in pads for p in pair):
+            width = ((0, 0), *pads)
+            if boundary == "fill":
+                x = np.pad(x, width, constant_values=fill.astype(dtype))
+            else:
+                x = np.pad(x, width, mode=_NP_MODE[boundary])
+        out = float_filter(x, kernel)
     out = out.reshape(*batch, *out.shape[1:])
     if swap and not flip:
         out = np.ascontiguousarray(out[::-1, ::-1])
@@ -116,13 +196,20 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     boundary : {"fill", "wrap", "symm"}
         Values beyond the image: ``fillvalue``, periodic, or mirrored with the
         edge repeated.  SciPy's aliases "pad", "circular", "symmetric" work.
-    fillvalue : real number
+    fillvalue : scalar or one-element array
+        Used by ``boundary="fill"`` only, converted to the output dtype as
+        SciPy converts it: a float truncates towards zero for an integer
+        output, a value the dtype cannot hold is a ``ValueError``.
 
     Returns
     -------
     ndarray
-        float32 for float32 (and float16) inputs, float64 for float64 or mixed
-        ones, as SciPy; integer inputs are filtered in float64.
+        ``numpy.result_type(in1, in2)``, as SciPy: float32 for float32
+        inputs, float64 for float64 or mixed float32/float64 ones, and an
+        integer type for integer inputs, computed exactly and wrapped on
+        overflow (modulo 2**bits) as SciPy's integer arithmetic does.  Beyond
+        SciPy, which refuses them: float16 inputs give float32, and a bool
+        image with a bool kernel gives float64.
 
     Examples
     --------

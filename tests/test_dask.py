@@ -94,6 +94,22 @@ def test_filtering_matches_cyconv_signal(mode, boundary, flip):
     assert_close(got, getattr(cyconv.signal, name)(x, k, mode, boundary, 0.5), np.float64)
 
 
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+def test_integer_filtering_matches_scipy(mode, boundary):
+    import scipy.signal as ss
+
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (23, 21), dtype=np.uint8)   # sums wrap modulo 256
+    k = rng.integers(0, 256, (4, 5), dtype=np.uint8)
+    xd = da.from_array(x, chunks=(6, 4))
+    for name in ("convolve2d", "correlate2d"):
+        got = getattr(cd, name)(xd, k, mode, boundary, 3).compute()
+        expected = getattr(ss, name)(x, k, mode, boundary, 3)
+        assert got.dtype == expected.dtype == np.uint8
+        assert np.array_equal(got, expected)
+
+
 def test_predict_batch_by_batch():
     from cyconv import nn
 
