@@ -263,6 +263,29 @@ def test_optimizers_match_pytorch(name):
         assert_close(np.asarray(p), tp.detach().numpy(), np.float64, f"step {step}")
 
 
+@pytest.mark.parametrize("cls, kwargs", [
+    ("SGD", dict(lr=-0.1)), ("SGD", dict(lr=0.1, momentum=-0.5)),
+    ("SGD", dict(lr=0.1, weight_decay=-1)), ("Adam", dict(lr=-1)), ("Adam", dict(eps=-1)),
+    ("Adam", dict(betas=(1.0, 0.9))), ("Adam", dict(betas=(0.9, -0.1))),
+    ("Adam", dict(weight_decay=-1))])
+def test_optimizer_arguments_checked_as_pytorch(cls, kwargs):
+    p = nn.Parameter(np.ones(2))
+    with pytest.raises(ValueError, match=r"must be (>= 0|two numbers in \[0, 1\))"):
+        getattr(nn, cls)([p], **kwargs)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError):
+        getattr(torch.optim, cls)([torch.nn.Parameter(torch.ones(2))], **kwargs)
+
+
+def test_zero_learning_rate_leaves_parameters():   # allowed, as in torch.optim
+    for cls in ("SGD", "Adam"):
+        p = nn.Parameter(np.ones(2))
+        opt = getattr(nn, cls)([p], lr=0)
+        p.grad += 1.0
+        opt.step()
+        assert np.array_equal(np.asarray(p), np.ones(2))
+
+
 def test_summary_alexnet_first_layer():
     text = nn.Sequential(nn.Conv2d(3, 96, 11, stride=4)).summary((3, 227, 227))
     assert "55x55x96" in text and "34,944" in text and "not fit" not in text

@@ -1,7 +1,18 @@
 """Optimisers updating Parameters in place, with PyTorch's update rules."""
+import numbers
+
 import numpy as np
 
 __all__ = ["SGD", "Adam"]
+
+
+def _at_least_zero(op, name, value):
+    """value, checked as torch.optim checks its hyperparameters."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
+    if not value >= 0:
+        raise ValueError(f"{op}: {name} must be >= 0, got {value!r}")
+    return value
 
 
 class _Optimizer:
@@ -9,9 +20,7 @@ class _Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        if not lr > 0:
-            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
-        self.lr = lr
+        self.lr = _at_least_zero(type(self).__name__, "lr", lr)
 
     def zero_grad(self):
         for p in self.params:
@@ -31,6 +40,8 @@ class SGD(_Optimizer):
 
     def __init__(self, params, lr, momentum=0, weight_decay=0, nesterov=False, dampening=0):
         super().__init__(params, lr)
+        momentum = _at_least_zero("SGD", "momentum", momentum)
+        weight_decay = _at_least_zero("SGD", "weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")
         self.momentum, self.weight_decay = momentum, weight_decay
@@ -60,6 +71,10 @@ class Adam(_Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
         super().__init__(params, lr)
+        eps = _at_least_zero("Adam", "eps", eps)
+        weight_decay = _at_least_zero("Adam", "weight_decay", weight_decay)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"Adam: betas must be two numbers in [0, 1), got {betas!r}")
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
         self._m = [np.zeros_like(np.asarray(p)) for p in self.params]
         self._v = [np.zeros_like(np.asarray(p)) for p in self.params]
