@@ -156,6 +156,39 @@ def test_parameter_names_shapes_and_init_like_pytorch():
     assert np.array_equal(nn.Conv2d(2, 2, 3).weight, a)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batchnorm_momentum_none_is_the_cumulative_average(channels_last):
+    """momentum=None (PyTorch's cumulative moving average): after t batches the
+    running mean and variance are the plain means of the t batch means and
+    unbiased batch variances."""
+    rng = np.random.default_rng(7)
+    bn = nn.BatchNorm2d(3, momentum=None, channels_last=channels_last, dtype=np.float64)
+    axes = (0, 1, 2) if channels_last else (0, 2, 3)
+    batches = [rng.standard_normal((4, 5, 6, 3) if channels_last else (4, 3, 5, 6)) * (i + 1)
+               + i for i in range(3)]
+    for x in batches:
+        bn(x)
+    assert int(bn.num_batches_tracked) == 3
+    assert_close(bn.running_mean, np.mean([x.mean(axis=axes) for x in batches], axis=0),
+                 np.float64)
+    assert_close(bn.running_var,
+                 np.mean([x.var(axis=axes, ddof=1) for x in batches], axis=0), np.float64)
+    torch = pytest.importorskip("torch")
+    tb = torch.nn.BatchNorm2d(3, momentum=None).double()
+    for x in batches:
+        tb(torch.from_numpy(x.transpose(0, 3, 1, 2).copy() if channels_last else x))
+    assert_close(bn.running_mean, tb.running_mean.numpy(), np.float64)
+    assert_close(bn.running_var, tb.running_var.numpy(), np.float64)
+
+
+def test_batchnorm_needs_more_than_one_value_per_channel():
+    bn = nn.BatchNorm2d(3)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn(np.ones((1, 3, 1, 1), np.float32))
+    bn.eval()   # running statistics: one value is fine
+    assert bn(np.ones((1, 3, 1, 1), np.float32)).shape == (1, 3, 1, 1)
+
+
 def test_save_load_round_trip_exactly(tmp_path):
     nn.seed(0)
     net = net2d()

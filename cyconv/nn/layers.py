@@ -509,8 +509,9 @@ class Dropout(Module):
 
 class BatchNorm2d(Module):
     """As ``torch.nn.BatchNorm2d``: batch statistics in training (running
-    averages updated with ``momentum``, unbiased variance), running ones in
-    eval; parameters weight/bias, buffers running_mean/running_var/
+    averages updated with ``momentum``, or with ``momentum=None`` the
+    cumulative average of every batch so far; unbiased variance), running
+    ones in eval; parameters weight/bias, buffers running_mean/running_var/
     num_batches_tracked."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
@@ -540,14 +541,19 @@ class BatchNorm2d(Module):
         shape = self._shape(x)
         axes = (0, 1, 2) if self.channels_last else (0, 2, 3)
         if self.training or not self.track_running_stats:
+            n = x.size // x.shape[-1 if self.channels_last else 1]
+            if n == 1:
+                raise ValueError(f"BatchNorm2d: batch statistics need more than 1 value per "
+                                 f"channel, got input shape {x.shape}")
             mean = x.mean(axis=axes)
             var = x.var(axis=axes)
             if self.training and self.track_running_stats:
-                n = x.size // x.shape[-1 if self.channels_last else 1]
-                m = self.momentum
-                self.running_mean[...] = (1 - m) * self.running_mean + m * mean
-                self.running_var[...] = (1 - m) * self.running_var + m * var * n / max(n - 1, 1)
                 self.num_batches_tracked[...] += 1
+                # momentum None: the cumulative average over every batch so far
+                m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                     else self.momentum)
+                self.running_mean[...] = (1 - m) * self.running_mean + m * mean
+                self.running_var[...] = (1 - m) * self.running_var + m * var * n / (n - 1)
         else:
             mean, var = self.running_mean, self.running_var
         inv = 1 / np.sqrt(var + x.dtype.type(self.eps))
