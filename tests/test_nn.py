@@ -189,6 +189,80 @@ def test_batchnorm_needs_more_than_one_value_per_channel():
     assert bn(np.ones((1, 3, 1, 1), np.float32)).shape == (1, 3, 1, 1)
 
 
+@pytest.mark.parametrize("cls, kwargs", [(nn.ReLU, {}), (nn.LeakyReLU, {"negative_slope": 0.2}),
+                                         (nn.Dropout, {"p": 0.5})])
+def test_inplace_layers_overwrite_their_input(cls, kwargs):
+    """inplace=True, as in PyTorch: the input array holds the result, and
+    backward gives what the out-of-place layer gives (the signs are taken
+    before the overwrite)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 5))
+    g = rng.standard_normal((4, 5))
+    nn.seed(3)
+    plain = cls(**kwargs)
+    want = plain(x.copy())
+    want_grad = plain.backward(g)
+    nn.seed(3)   # the same dropout mask
+    layer = cls(**kwargs, inplace=True)
+    y = layer(x)
+    assert y is x and np.array_equal(x, want)
+    assert np.array_equal(layer.backward(g), want_grad)
+    ro = rng.standard_normal(3)
+    ro.flags.writeable = False
+    before = ro.copy()
+    out = cls(**kwargs, inplace=True)(ro)   # read-only: a new array
+    assert out is not ro and np.array_equal(ro, before)
+
+
+def test_inplace_relu_gradients_match_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 4))
+    g = rng.standard_normal((3, 4))
+    for ours, theirs in ((nn.ReLU(inplace=True), torch.nn.ReLU(inplace=True)),
+                         (nn.LeakyReLU(0.3, inplace=True), torch.nn.LeakyReLU(0.3, inplace=True))):
+        xt = torch.tensor(x, requires_grad=True)
+        yt = theirs(xt * 1)   # torch refuses in-place on a leaf
+        yt.backward(torch.tensor(g))
+        xo = x.copy()
+        y = ours(xo)
+        assert y is xo
+        assert_close(y, yt.detach().numpy(), np.float64)
+        assert_close(ours.backward(g), xt.grad.numpy(), np.float64)
+
+
+def test_dropout_p_one_zeroes_everything():
+    d = nn.Dropout(1.0)
+    x = np.ones((3, 4), np.float32)
+    assert np.array_equal(d(x), np.zeros_like(x)) and not np.isnan(d(x)).any()
+    assert np.array_equal(d.backward(np.ones_like(x)), np.zeros_like(x))
+    d.eval()
+    assert d(x) is x or np.array_equal(d(x), x)
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\]"):
+        nn.Dropout(1.5)
+
+
+def test_batchnorm_without_bias_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((4, 3, 5, 6))
+    g = rng.standard_normal((4, 3, 5, 6))
+    ours = nn.BatchNorm2d(3, bias=False, dtype=np.float64)
+    theirs = torch.nn.BatchNorm2d(3, bias=False).double()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    ours.weight[...] = rng.standard_normal(3)
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(np.asarray(ours.weight)))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = theirs(xt)
+    yt.backward(torch.tensor(g))
+    assert_close(ours(x), yt.detach().numpy(), np.float64)
+    assert_close(ours.backward(g), xt.grad.numpy(), np.float64)
+    assert_close(ours.weight.grad, theirs.weight.grad.numpy(), np.float64)
+    assert ours.bias is None and [n for n, _ in ours.named_parameters()] == ["weight"]
+
+
 def test_save_load_round_trip_exactly(tmp_path):
     nn.seed(0)
     net = net2d()

@@ -371,32 +371,53 @@ class AdaptiveAvgPool2d(Module):
 # Element-wise and dense layers
 # --------------------------------------------------------------------------
 
+def _in_place_target(x, inplace):
+    """x itself where ``inplace`` asks for it and x can hold the result (a
+    writeable floating ndarray), else None: the result goes to a new array."""
+    if inplace and isinstance(x, np.ndarray) and x.flags.writeable and x.dtype.kind == "f":
+        return x
+    return None
+
+
 class ReLU(Module):
-    """max(x, 0)."""
+    """max(x, 0).  With ``inplace=True`` (as in PyTorch) a writeable floating
+    input array is overwritten with the result and returned."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
 
     def forward(self, x):
-        self._x = x = np.asarray(x)
-        return np.maximum(x, 0)
+        out = _in_place_target(x, self.inplace)
+        x = np.asarray(x)
+        self._x = x > 0   # the mask backward needs, taken before any overwrite
+        return np.maximum(x, 0, out=out)
 
     def backward(self, grad):
         _need_forward(self)
-        return grad * (self._x > 0)
+        return grad * self._x
 
 
 class LeakyReLU(Module):
-    """x if x > 0 else negative_slope * x."""
+    """x if x > 0 else negative_slope * x; ``inplace`` as for :class:`ReLU`."""
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, x):
-        self._x = x = np.asarray(x)
-        return np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
+        out = _in_place_target(x, self.inplace)
+        x = np.asarray(x)
+        self._x = positive = x > 0
+        y = np.where(positive, x, x * x.dtype.type(self.negative_slope))
+        if out is None:
+            return y
+        out[...] = y
+        return out
 
     def backward(self, grad):
         _need_forward(self)
-        return np.where(self._x > 0, grad, grad * grad.dtype.type(self.negative_slope))
+        return np.where(self._x, grad, grad * grad.dtype.type(self.negative_slope))
 
 
 class Sigmoid(Module):
@@ -486,22 +507,27 @@ class Flatten(Module):
 
 class Dropout(Module):
     """Zero each element with probability p in training, scaling the rest by
-    1 / (1 - p); the identity in eval mode.  Masks come from cyconv.nn.seed."""
+    1 / (1 - p) (p = 1 zeroes everything, as in PyTorch); the identity in eval
+    mode.  Masks come from cyconv.nn.seed.  ``inplace`` as for :class:`ReLU`."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p = p
+        if not 0 <= p <= 1:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p, self.inplace = p, inplace
 
     def forward(self, x):
+        out = _in_place_target(x, self.inplace)
         x = np.asarray(x)
         if not self.training or self.p == 0:
             self._mask = None
             return x
-        keep = generator().random(x.shape) >= self.p
-        self._mask = keep.astype(x.dtype) / x.dtype.type(1 - self.p)
-        return x * self._mask
+        if self.p == 1:
+            self._mask = np.zeros(x.shape, x.dtype)
+        else:
+            keep = generator().random(x.shape) >= self.p
+            self._mask = keep.astype(x.dtype) / x.dtype.type(1 - self.p)
+        return np.multiply(x, self._mask, out=out)
 
     def backward(self, grad):
         return grad if self._mask is None else grad * self._mask
@@ -515,14 +541,15 @@ class BatchNorm2d(Module):
     num_batches_tracked."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, *, channels_last=False, dtype=np.float32):
+                 track_running_stats=True, *, bias=True, channels_last=False,
+                 dtype=np.float32):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.channels_last = channels_last
-        if affine:
+        if affine:   # bias=False: a scale without a shift (PyTorch 2.13's keyword)
             self.weight = Parameter(np.ones(num_features, dtype))
-            self.bias = Parameter(np.zeros(num_features, dtype))
+            self.bias = Parameter(np.zeros(num_features, dtype)) if bias else None
         else:
             self.weight = self.bias = None
         if track_running_stats:
@@ -560,8 +587,10 @@ class BatchNorm2d(Module):
         xhat = (x - mean.reshape(shape)) * inv.reshape(shape)
         self._cache = (xhat, inv, shape, axes, self.training or not self.track_running_stats)
         if self.affine:
-            return (xhat * np.asarray(self.weight).reshape(shape)
-                    + np.asarray(self.bias).reshape(shape)).astype(x.dtype)
+            y = xhat * np.asarray(self.weight).reshape(shape)
+            if self.bias is not None:
+                y += np.asarray(self.bias).reshape(shape)
+            return y.astype(x.dtype)
         return xhat.astype(x.dtype)
 
     def backward(self, grad):
@@ -569,7 +598,8 @@ class BatchNorm2d(Module):
         grad = np.asarray(grad)
         if self.affine:
             self.weight.grad += (grad * xhat).sum(axis=axes)
-            self.bias.grad += grad.sum(axis=axes)
+            if self.bias is not None:
+                self.bias.grad += grad.sum(axis=axes)
             g = grad * np.asarray(self.weight).reshape(shape)
         else:
             g = grad
