@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+import cyconv
 from cyconv import nn
 from conftest import assert_close
 
@@ -261,6 +262,54 @@ def test_batchnorm_without_bias_matches_pytorch():
     assert_close(ours.backward(g), xt.grad.numpy(), np.float64)
     assert_close(ours.weight.grad, theirs.weight.grad.numpy(), np.float64)
     assert ours.bias is None and [n for n, _ in ours.named_parameters()] == ["weight"]
+
+
+@pytest.mark.parametrize("nd, spatial, k, stride, pad, dil", [
+    (1, (7,), 4, 3, 1, 2), (2, (5, 6), 3, 2, 1, 1), (3, (3, 4, 2), 2, 2, 0, 1)])
+def test_conv_transpose_output_size_picks_the_output_padding(nd, spatial, k, stride, pad,
+                                                             dil):
+    """forward(x, output_size) as PyTorch's: sizes from the smallest output to
+    stride - 1 more; backward uses the padding that forward picked."""
+    rng = np.random.default_rng(11)
+    layer = getattr(nn, f"ConvTranspose{nd}d")(4, 6, k, stride=stride, padding=pad,
+                                                dilation=dil, dtype=np.float64)
+    x = rng.standard_normal((2, 4, *spatial))
+    smallest = tuple((n - 1) * stride - 2 * pad + dil * (k - 1) + 1 for n in spatial)
+    for extra in range(stride):
+        size = tuple(v + extra for v in smallest)
+        op = (extra,) * nd
+        want = getattr(cyconv, f"conv_transpose{nd}d")(
+            x, layer.weight, layer.bias, stride, pad, op, 1, dil)
+        for request in (size, (2, 6, *size)):
+            assert_close(layer(x, output_size=request), want, np.float64)
+        g = rng.standard_normal(want.shape)
+        want_grad = getattr(cyconv, f"conv_transpose{nd}d_backward")(
+            g, x, layer.weight, stride, pad, op, 1, dil).input
+        assert_close(layer.backward(g), want_grad, np.float64)
+    with pytest.raises(ValueError, match="valid sizes range from"):
+        layer(x, output_size=tuple(v + stride for v in smallest))
+    with pytest.raises(ValueError, match=f"output_size must have {nd} or {nd + 2} elements"):
+        layer(x, output_size=(1,) * (nd + 1))
+    torch = pytest.importorskip("torch")
+    theirs = getattr(torch.nn, f"ConvTranspose{nd}d")(4, 6, k, stride=stride, padding=pad,
+                                                      dilation=dil).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(np.asarray(layer.weight)))
+        theirs.bias.copy_(torch.from_numpy(np.asarray(layer.bias)))
+        size = tuple(v + stride - 1 for v in smallest)
+        assert_close(layer(x, output_size=size),
+                     theirs(torch.from_numpy(x), output_size=size).numpy(), np.float64)
+
+
+def test_conv_transpose_output_size_channels_last():
+    rng = np.random.default_rng(12)
+    first = nn.ConvTranspose2d(3, 5, 3, stride=2, dtype=np.float64)
+    last = nn.ConvTranspose2d(3, 5, 3, stride=2, channels_last=True, dtype=np.float64)
+    last.load_state_dict(first.state_dict())
+    x = rng.standard_normal((2, 3, 4, 5))
+    want = first(x, output_size=(10, 12))
+    got = last(x.transpose(0, 2, 3, 1), output_size=(2, 10, 12, 5))   # (N, H, W, C)
+    assert_close(got, want.transpose(0, 2, 3, 1), np.float64)
 
 
 def test_save_load_round_trip_exactly(tmp_path):

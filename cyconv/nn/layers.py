@@ -150,15 +150,44 @@ class _ConvTransposeNd(Module):
                                bound, dtype)
         self.bias = _uniform((out_channels,), bound, dtype) if bias else None
 
-    def _kw(self):
+    def _kw(self, output_padding=None):
+        if output_padding is None:   # backward: what the last forward used
+            output_padding = getattr(self, "_output_padding", self.output_padding)
         return dict(stride=self.stride, padding=self.padding,
-                    output_padding=self.output_padding, groups=self.groups,
+                    output_padding=output_padding, groups=self.groups,
                     dilation=self.dilation, channels_last=self.channels_last)
 
-    def forward(self, x):
+    def _padding_for(self, x, output_size):
+        """The output padding that gives ``output_size``, as PyTorch's
+        ConvTranspose forward(input, output_size) finds it: the spatial sizes
+        (or the whole output shape), each between the smallest output and
+        stride - 1 more."""
+        name, nd = type(self).__name__, self.nd
+        size = tuple(int(v) for v in output_size)
+        if len(size) == nd + 2:
+            size = size[1:-1] if self.channels_last else size[2:]
+        if len(size) != nd:
+            raise ValueError(f"{name}: output_size must have {nd} or {nd + 2} elements, "
+                             f"got {tuple(output_size)}")
+        spatial = x.shape[1:-1] if self.channels_last else x.shape[2:]
+        lo = [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
+              zip(spatial, self.stride, self.padding, self.dilation, self.kernel_size)]
+        hi = [m + s - 1 for m, s in zip(lo, self.stride)]
+        if not all(a <= v <= b for a, v, b in zip(lo, size, hi)):
+            raise ValueError(f"{name}: requested an output size of {size}, but valid sizes "
+                             f"range from {tuple(lo)} to {tuple(hi)} (for an input of "
+                             f"{tuple(spatial)})")
+        return tuple(v - a for v, a in zip(size, lo))
+
+    def forward(self, x, output_size=None):
+        """``output_size`` (optional, as in PyTorch): the output's spatial
+        size (or whole shape), which picks the output padding; the layer's
+        own ``output_padding`` is used otherwise."""
         self._x = x
-        return getattr(cyconv, f"conv_transpose{self.nd}d")(x, self.weight, self.bias,
-                                                             **self._kw())
+        self._output_padding = (self.output_padding if output_size is None
+                                else self._padding_for(np.asarray(x), output_size))
+        return getattr(cyconv, f"conv_transpose{self.nd}d")(
+            x, self.weight, self.bias, **self._kw(self._output_padding))
 
     def backward(self, grad):
         return _param_backward(self, getattr(cyconv, f"conv_transpose{self.nd}d_backward"),

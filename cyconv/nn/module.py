@@ -89,8 +89,8 @@ class Module:
     def backward(self, grad):
         raise NotImplementedError
 
-    def __call__(self, x):
-        return self.forward(x)
+    def __call__(self, x, *args, **kwargs):
+        return self.forward(x, *args, **kwargs)
 
     # -- parameters -----------------------------------------------------------
     def named_parameters(self, prefix=""):
