@@ -312,6 +312,39 @@ def test_conv_transpose_output_size_channels_last():
     assert_close(got, want.transpose(0, 2, 3, 1), np.float64)
 
 
+def test_module_walks_and_slices_as_pytorch():
+    torch = pytest.importorskip("torch")
+    ours = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(),
+                         nn.Sequential(nn.Flatten(), nn.Linear(8, 3)), nn.Linear(3, 2))
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(),
+                                 torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 3)),
+                                 torch.nn.Linear(3, 2))
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    assert [type(m).__name__ for m in ours.modules()] == \
+        [type(m).__name__ for m in theirs.modules()]
+    seen = []
+    assert ours.apply(lambda m: seen.append(type(m).__name__)) is ours
+    order = []
+    theirs.apply(lambda m: order.append(type(m).__name__))
+    assert seen == order
+    part = ours[1:3]
+    assert isinstance(part, nn.Sequential) and len(part) == 2
+    assert list(part.state_dict()) == list(theirs[1:3].state_dict()) == ["2.1.weight",
+                                                                      "2.1.bias"]
+    assert ours[-1] is ours[3]
+
+
+def test_load_state_dict_reports_keys_as_pytorch():
+    net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    state = net.state_dict()
+    result = net.load_state_dict(state)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    del state["1.bias"]
+    state["extra"] = np.zeros(1)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    assert missing == ["1.bias"] and unexpected == ["extra"]
+
+
 def test_save_load_round_trip_exactly(tmp_path):
     nn.seed(0)
     net = net2d()

@@ -1,6 +1,6 @@
 """Module, Parameter and Sequential: the skeleton every layer builds on."""
 import zipfile
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
@@ -24,6 +24,11 @@ def seed(n):
 
 def generator():
     return _rng["gen"]
+
+
+# What load_state_dict returns, as PyTorch's: the keys the module has that the
+# state lacked, and the keys of the state the module does not have.
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
 class Parameter(np.ndarray):
@@ -111,6 +116,34 @@ class Module:
     def children(self):
         return list(self._children.values())
 
+    def named_modules(self, prefix=""):
+        """(name, module) for this module (name ``prefix``) and every module
+        below it, depth first, each once, as ``torch.nn.Module.named_modules``."""
+        seen = set()
+
+        def walk(module, name):
+            if id(module) in seen:
+                return
+            seen.add(id(module))
+            yield name, module
+            for cname, child in module._children.items():
+                yield from walk(child, f"{name}.{cname}" if name else cname)
+
+        yield from walk(self, prefix)
+
+    def modules(self):
+        """This module and every module below it (see :meth:`named_modules`)."""
+        return [m for _, m in self.named_modules()]
+
+    def apply(self, fn):
+        """Call ``fn`` on every child (recursively), then on this module, as
+        ``torch.nn.Module.apply`` (for example to initialise weights); returns
+        this module."""
+        for child in self._children.values():
+            child.apply(fn)
+        fn(self)
+        return self
+
     def zero_grad(self):
         for p in self.parameters():
             p.grad[...] = 0
@@ -142,7 +175,8 @@ class Module:
 
     def load_state_dict(self, state, strict=True):
         """Copy values in by name (a PyTorch state_dict converted to NumPy loads
-        unchanged).  Shapes must match; with ``strict`` the names must too."""
+        unchanged).  Shapes must match; with ``strict`` the names must too.
+        Returns the missing and unexpected keys, as PyTorch's does."""
         own = dict(self._state_items())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
@@ -157,7 +191,7 @@ class Module:
                 raise ValueError(f"load_state_dict: {name} has shape {value.shape}, the "
                                  f"module expects {np.shape(target)}")
             target[...] = value
-        return self
+        return IncompatibleKeys(missing, unexpected)
 
     def save(self, path):
         """Write the state_dict to an ``.npz`` file (plain arrays, no pickle)."""
@@ -182,7 +216,8 @@ class Module:
                              f"file holds plain arrays only ({exc})") from None
         except (zipfile.BadZipFile, OSError) as exc:
             raise ValueError(f"{path}: not a cyconv model file (.npz): {exc}") from None
-        return self.load_state_dict(state)
+        self.load_state_dict(state)
+        return self
 
     # -- description ------------------------------------------------------------
     def output_shape(self, shape):
@@ -233,6 +268,13 @@ class Sequential(Module):
         return len(self._children)
 
     def __getitem__(self, i):
+        """A layer, or for a slice a Sequential of those layers under their
+        names here (as PyTorch's, so its state_dict keys are this one's)."""
+        if isinstance(i, slice):
+            part = Sequential()
+            for name in list(self._children)[i]:
+                setattr(part, name, self._children[name])
+            return part
         return list(self._children.values())[i]
 
     def forward(self, x):
