@@ -123,7 +123,9 @@ def _fitting_paddings(size, eff, stride, pair):
             continue
         keep = (before, total - before) if total >= before else None
         balanced = (total // 2, total - total // 2)
-        out += [p for p in (keep, balanced) if p is not None and p not in out]
+        for p in (keep, balanced):
+            if p is not None and p not in out:   # keep and balanced may coincide
+                out.append(p)
     sym = [p for p in range(0, max(before, after) + 2 * stride + 1)
            if (size + 2 * p - eff) >= 0 and (size + 2 * p - eff) % stride == 0]
     sym.sort(key=lambda p: (abs(2 * p - before - after), p))

@@ -94,3 +94,24 @@ def test_receptive_field_skips_layers_without_a_window():
     rf = cyconv.receptive_field([(3, 1, 1, 1), ReLU(), Pool()], (8, 8))
     assert rf[1] == rf[0]
     assert rf[2]["size"] == (4, 4) and rf[2]["jump"] == (2, 2) and rf[2]["output"] == (4, 4)
+
+
+@pytest.mark.parametrize("n, k, s, d, pad", [(10, 3, 2, 1, 0), (224, 11, 4, 1, 2), (8, 2, 3, 2, 1),
+                                             (9, 4, 4, 1, 0), (15, 5, 3, 1, (1, 0))])
+def test_suggested_paddings_fit_and_are_distinct(n, k, s, d, pad):
+    """Every padding that explain_conv and strict=True suggest makes the
+    division exact, and none is listed twice."""
+    import re
+
+    text = cyconv.explain_conv((1, n), k, s, [pad], d)
+    with pytest.raises(ValueError) as err:
+        cyconv.conv1d(np.ones((1, 1, n)), np.ones((1, 1, k)), stride=s, padding=[pad],
+                      dilation=d, strict=True)
+    eff = d * (k - 1) + 1
+    for message in (text, str(err.value)):
+        pairs = [(int(b), int(a)) for b, a in re.findall(r"\((\d+), (\d+)\)", message)
+                 if "fit" in message]
+        pairs = [p for p in pairs if p != ((pad, pad) if isinstance(pad, int) else pad)]
+        assert pairs and len(pairs) == len(set(pairs)), message
+        for b, a in pairs:
+            assert (n + b + a - eff) % s == 0, (b, a, message)
