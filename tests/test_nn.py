@@ -232,6 +232,19 @@ def test_inplace_relu_gradients_match_pytorch():
         assert_close(ours.backward(g), xt.grad.numpy(), np.float64)
 
 
+def test_activations_pass_nan_gradients_as_pytorch():
+    torch = pytest.importorskip("torch")
+    x = np.array([np.nan, -1.0, 2.0, 0.0, -np.inf, np.inf])
+    g = np.arange(1.0, 7.0)
+    for ours, fn in ((nn.ReLU(), torch.relu),
+                     (nn.LeakyReLU(0.1), lambda t: torch.nn.functional.leaky_relu(t, 0.1))):
+        xt = torch.tensor(x, requires_grad=True)
+        yt = fn(xt)
+        yt.backward(torch.tensor(g))
+        np.testing.assert_array_equal(ours(x), yt.detach().numpy())
+        np.testing.assert_array_equal(ours.backward(g), xt.grad.numpy())
+
+
 def test_dropout_p_one_zeroes_everything():
     d = nn.Dropout(1.0)
     x = np.ones((3, 4), np.float32)

@@ -419,7 +419,9 @@ class ReLU(Module):
     def forward(self, x):
         out = _in_place_target(x, self.inplace)
         x = np.asarray(x)
-        self._x = x > 0   # the mask backward needs, taken before any overwrite
+        # the mask backward needs, taken before any overwrite; NaN passes its
+        # gradient, as PyTorch's (which zeroes it only where x <= 0)
+        self._x = ~(x <= 0)
         return np.maximum(x, 0, out=out)
 
     def backward(self, grad):
