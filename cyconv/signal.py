@@ -85,29 +85,42 @@ def _fill(op, fillvalue, dtype):
 _EXACT = 2.0 ** 52
 
 
-def _integer_filter(x, kernel, fill, boundary, pads, out_dtype, float_filter):
-    """Exact integer correlation of the images x (B, H, W) with kernel,
-    wrapped to out_dtype; float_filter(xp, k) is the float64 kernel."""
+def _pad_images(x, pads, boundary, fill):
+    """The images x (B, H, W) padded by ``pads`` per the boundary rule."""
+    if not any(p for pair in pads for p in pair):
+        return x
+    width = ((0, 0), *pads)
+    if boundary == "fill":   # (uint64 to int64 wraps: modulo 2**64 it is the same)
+        return np.pad(x, width, constant_values=fill.astype(x.dtype, casting="unsafe"))
+    return np.pad(x, width, mode=_NP_MODE[boundary])
+
+
+def _correlate_valid(xp, kernel):
+    """The valid correlation of the padded images xp (B, H, W), in parallel."""
+    xp, kernel = np.ascontiguousarray(xp), np.ascontiguousarray(kernel)
+    out = np.empty((xp.shape[0], xp.shape[1] - kernel.shape[0] + 1,
+                    xp.shape[2] - kernel.shape[1] + 1), xp.dtype)
+    _signal.correlate_valid(xp, kernel, out, kernel_threads())
+    return out
+
+
+def _integer_filter(x, kernel, fill, boundary, pads, out_dtype):
+    """Exact integer correlation of the integer (or bool) images x (B, H, W)
+    with kernel, wrapped to out_dtype (the inputs' result type, which holds
+    their values)."""
     bound = float(np.abs(kernel.astype(np.float64)).sum())
     big = max(abs(float(x.max())), abs(float(x.min())))   # x is not empty
     if boundary == "fill":
         big = max(big, abs(float(fill)))
     exact = bound * big < _EXACT
     work = np.float64 if exact else np.int64
-    # uint64 to int64 wraps, which arithmetic modulo 2**64 does not notice
-    xw = x.astype(work) if exact else x.astype(np.int64, casting="unsafe")
-    kw = kernel.astype(work) if exact else kernel.astype(np.int64, casting="unsafe")
-    if any(p for pair in pads for p in pair):
-        width = ((0, 0), *pads)
-        if boundary == "fill":
-            xw = np.pad(xw, width, constant_values=fill.astype(work, casting="unsafe"))
-        else:
-            xw = np.pad(xw, width, mode=_NP_MODE[boundary])
-    kh, kwid = kw.shape
-    Ho, Wo = xw.shape[1] - kh + 1, xw.shape[2] - kwid + 1
+    xw = _pad_images(x.astype(work), pads, boundary, fill)
+    kw = kernel.astype(work)
     if exact:
-        out = float_filter(xw, kw).astype(np.int64)
+        out = _correlate_valid(xw, kw).astype(np.int64)
     else:
+        kh, kwid = kw.shape
+        Ho, Wo = xw.shape[1] - kh + 1, xw.shape[2] - kwid + 1
         out = np.zeros((xw.shape[0], Ho, Wo), np.int64)
         for i in range(kh):
             for j in range(kwid):
@@ -147,34 +160,17 @@ def _filter(op, in1, in2, mode, boundary, fillvalue, flip):
         in1, in2, swap = in2, in1, True  # SciPy's rule: the larger one is filtered
         image = in1.shape
     batch = in1.shape[:-2]
-
-    def float_filter(xp, kernel):
-        xp, kernel = np.ascontiguousarray(xp), np.ascontiguousarray(kernel)
-        out = np.empty((xp.shape[0], xp.shape[1] - kernel.shape[0] + 1,
-                        xp.shape[2] - kernel.shape[1] + 1), xp.dtype)
-        _signal.correlate_valid(xp, kernel, out, kernel_threads())
-        return out
-
+    pads = _mode_pads(in2.shape, mode, flip)
     if out_dtype.kind in "iu":
-        x = np.asarray(in1).astype(out_dtype, copy=False).reshape(-1, *image)
-        kernel = np.asarray(in2).astype(out_dtype, copy=False)
-        if flip:
-            kernel = kernel[::-1, ::-1]
-        pads = _mode_pads(kernel.shape, mode, flip)
-        out = _integer_filter(x, kernel, fill, boundary, pads, out_dtype, float_filter)
+        kernel = in2[::-1, ::-1] if flip else in2
+        out = _integer_filter(in1.reshape(-1, *image), kernel, fill, boundary, pads,
+                              out_dtype)
     else:
         kernel = P.contiguous(in2, dtype)
         if flip:
             kernel = np.ascontiguousarray(kernel[::-1, ::-1])
-        pads = _mode_pads(kernel.shape, mode, flip)
         x = P.contiguous(in1, dtype).reshape(-1, *image)
-        if any(p for pair in pads for p in pair):
-            width = ((0, 0), *pads)
-            if boundary == "fill":
-                x = np.pad(x, width, constant_values=fill.astype(dtype))
-            else:
-                x = np.pad(x, width, mode=_NP_MODE[boundary])
-        out = float_filter(x, kernel)
+        out = _correlate_valid(_pad_images(x, pads, boundary, fill), kernel)
     out = out.reshape(*batch, *out.shape[1:])
     if swap and not flip:
         out = np.ascontiguousarray(out[::-1, ::-1])

@@ -170,8 +170,7 @@ class _ConvTransposeNd(Module):
             raise ValueError(f"{name}: output_size must have {nd} or {nd + 2} elements, "
                              f"got {tuple(output_size)}")
         spatial = x.shape[1:-1] if self.channels_last else x.shape[2:]
-        lo = [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
-              zip(spatial, self.stride, self.padding, self.dilation, self.kernel_size)]
+        lo = self._smallest_output(spatial)
         hi = [m + s - 1 for m, s in zip(lo, self.stride)]
         if not all(a <= v <= b for a, v, b in zip(lo, size, hi)):
             raise ValueError(f"{name}: requested an output size of {size}, but valid sizes "
@@ -193,11 +192,15 @@ class _ConvTransposeNd(Module):
         return _param_backward(self, getattr(cyconv, f"conv_transpose{self.nd}d_backward"),
                                grad, **self._kw())
 
+    def _smallest_output(self, spatial):
+        """Output size per spatial dim without output padding."""
+        return [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
+                zip(spatial, self.stride, self.padding, self.dilation, self.kernel_size)]
+
     def output_shape(self, shape):
         def out(spatial):
-            return tuple((n - 1) * s - 2 * p + d * (k - 1) + o + 1 for n, s, p, d, k, o in
-                         zip(spatial, self.stride, self.padding, self.dilation,
-                             self.kernel_size, self.output_padding))
+            return tuple(m + o for m, o in zip(self._smallest_output(spatial),
+                                               self.output_padding))
         shape = _spatial_out(shape, self.nd, self.channels_last, out)
         return (*shape[:-1], self.out_channels) if self.channels_last else \
             (self.out_channels, *shape[1:])
