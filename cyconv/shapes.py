@@ -156,6 +156,26 @@ def _layer_params(op, layer, nd):
             getattr(layer, "dilation", 1))
 
 
+def _chain(op, layers):
+    """The layers in order, each plain cyconv.nn.Sequential among them
+    replaced by its layers; a cyconv.nn module with a forward of its own
+    (a residual block, say) is refused: its geometry is not a chain."""
+    from cyconv.nn.module import Module, Sequential
+
+    for layer in layers:
+        if isinstance(layer, Module) and getattr(layer, "kernel_size", None) is None:
+            forward = type(layer).forward
+            if isinstance(layer, Sequential) and forward is Sequential.forward:
+                yield from _chain(op, layer)
+                continue
+            if not (getattr(forward, "__module__", None) or "").startswith("cyconv.nn."):
+                raise ValueError(
+                    f"{op}: {type(layer).__name__} is a module with a forward of its own, "
+                    f"whose receptive field is not a chain of windows; pass its layers, or "
+                    f"(kernel_size, stride, padding, dilation) tuples, instead")
+        yield layer
+
+
 def receptive_field(layers, spatial_shape):
     """Receptive field of every layer's output units in the input.
 
@@ -164,7 +184,10 @@ def receptive_field(layers, spatial_shape):
     layers : sequence
         ``(kernel_size, stride, padding, dilation)`` tuples, or layer objects
         with those attributes (``cyconv.nn`` convolution and pooling layers);
-        layers without ``kernel_size`` (activations) keep the geometry.
+        layers without ``kernel_size`` (activations) keep the geometry.  A
+        ``cyconv.nn.Sequential`` among them stands for its layers (one row
+        each); a ``cyconv.nn`` module with a forward of its own (a residual
+        block) raises ``ValueError``.
     spatial_shape : tuple of ints
         The input's spatial size.
 
@@ -188,7 +211,7 @@ def receptive_field(layers, spatial_shape):
     nd = len(spatial)
     size, jump, start, n = (1,) * nd, (1,) * nd, (0.5,) * nd, spatial
     rows = []
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate(_chain(op, layers)):
         params = _layer_params(op, layer, nd)
         if params is not None:
             k, s, p, d = params

@@ -497,6 +497,96 @@ def test_summary_alexnet_first_layer():
     assert "11 (jump 4)" in text and "19 (jump 8)" in text
 
 
+
+class _Residual(nn.Module):
+    """A ResNet basic block written by a user: a module with a forward (and
+    backward) of its own, so its output shape is not a chain of layers."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False, dtype=np.float64)
+        self.bn1 = nn.BatchNorm2d(cout, dtype=np.float64)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False, dtype=np.float64)
+        self.down = nn.Conv2d(cin, cout, 1, stride, bias=False, dtype=np.float64)
+
+    def forward(self, x):
+        return self.bn1(self.conv2(self.relu(self.conv1(x)))) + self.down(x)
+
+    def backward(self, grad):
+        g = self.conv1.backward(self.relu.backward(self.conv2.backward(self.bn1.backward(grad))))
+        return g + self.down.backward(grad)
+
+
+def _residual_net():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, dtype=np.float64), nn.ReLU(),
+                         _Residual(8, 16, 2), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),
+                         nn.Linear(16, 4, dtype=np.float64))
+
+
+def test_summary_measures_modules_of_the_users_own():
+    """Each row's shape is the shape forward produces, also after a residual
+    block that halves the size and doubles the channels (it used to be taken
+    for a layer that keeps its input's shape); the receptive field is '?'
+    from there on, and a layer inside it that does not fit is marked."""
+    nn.seed(0)
+    net = _residual_net()
+    for hw, fits in ((15, True), (16, False)):   # 16: its stride-2 layers ignore a row
+        text = net.summary((3, hw, hw))
+        rows = text.splitlines()[2:2 + len(net)]
+        x = np.zeros((1, 3, hw, hw))
+        for row, layer in zip(rows, net):
+            x = layer(x)
+            cells = row.split()
+            expected = x.shape[1:] if x.ndim == 2 else (*x.shape[2:], x.shape[1])
+            assert cells[2] == "x".join(map(str, expected)), (hw, row)
+        block = rows[2]
+        assert block.split()[1] == "_Residual" and block.split()[4] == "?"
+        assert ("* input does not fit" in block) is not fits
+        assert "? receptive field unknown" in text
+        assert "(jump" in rows[0] and "(jump" not in rows[3]
+    assert net[2].output_shape((8, 15, 15)) == (16, 8, 8)
+
+
+def test_summary_and_output_shape_leave_the_model_as_it_was():
+    """output_shape runs a zero sample through the user's forward: the mode
+    and what forward kept for backward are restored, so a backward after a
+    summary gives the gradients it gives without one."""
+    nn.seed(1)
+    net = _residual_net()
+    x = np.random.default_rng(0).standard_normal((2, 3, 10, 10))
+    g = np.random.default_rng(1).standard_normal((2, 4))
+    net.train()
+    net(x)
+    expected = net.backward(g)
+    grads = [p.grad.copy() for p in net.parameters()]
+    net.zero_grad()
+    net(x)
+    net.summary((3, 6, 6))
+    assert net[2].output_shape((8, 7, 7)) == (16, 4, 4)
+    assert all(m.training for m in net.modules())
+    np.testing.assert_array_equal(net.backward(g), expected)
+    for p, want in zip(net.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, want)
+    net.eval()
+    net[2].output_shape((8, 7, 7))
+    assert not any(m.training for m in net.modules())
+
+
+def test_summary_walks_into_nested_sequentials():
+    inner = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2))
+    net = nn.Sequential(inner, nn.Sequential(nn.Conv2d(4, 4, 3, stride=2)))
+    flat = [inner[0], inner[1], inner[2], net[1][0]]
+    rf = cyconv.receptive_field(flat, (16, 16))
+    text = net.summary((3, 16, 16))
+    rows = text.splitlines()[2:4]
+    assert f"{rf[2]['size'][0]} (jump {rf[2]['jump'][0]})" in rows[0]
+    assert f"{rf[3]['size'][0]} (jump {rf[3]['jump'][0]})" in rows[1]
+    assert "7x7x4" in rows[0] and "3x3x4" in rows[1] and "not fit" not in text
+    # 16 -> 14 -> 7 -> (7 - 3) / 2 + 1 = 3 fits; from 17, 15 -> 7 and 3x3 / 2 ignores a row
+    assert "* input does not fit" in net.summary((3, 17, 17)).splitlines()[2]
+
+
 def test_layer_errors():
     with pytest.raises(RuntimeError, match="backward called before forward"):
         nn.ReLU().backward(np.ones(3))

@@ -96,6 +96,26 @@ def test_receptive_field_skips_layers_without_a_window():
     assert rf[2]["size"] == (4, 4) and rf[2]["jump"] == (2, 2) and rf[2]["output"] == (4, 4)
 
 
+
+def test_receptive_field_of_nested_sequentials_and_user_modules():
+    from cyconv import nn
+
+    layers = [nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, 2)]
+    nested = nn.Sequential(nn.Sequential(*layers[:2]), layers[2], nn.Sequential(layers[3]))
+    assert cyconv.receptive_field(nested, (32, 32)) == cyconv.receptive_field(layers, (32, 32))
+
+    class Block(nn.Module):   # a residual block: not a chain of windows
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return x + self.conv(x)
+
+    with pytest.raises(ValueError, match="Block is a module with a forward of its own"):
+        cyconv.receptive_field(layers + [Block()], (32, 32))
+
+
 @pytest.mark.parametrize("n, k, s, d, pad", [(10, 3, 2, 1, 0), (224, 11, 4, 1, 2), (8, 2, 3, 2, 1),
                                              (9, 4, 4, 1, 0), (15, 5, 3, 1, (1, 0))])
 def test_suggested_paddings_fit_and_are_distinct(n, k, s, d, pad):

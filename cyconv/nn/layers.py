@@ -7,7 +7,7 @@ import numpy as np
 import cyconv
 from cyconv import _params as P
 
-from .module import Module, Parameter, generator
+from .module import Module, Parameter, generator, same_shape
 
 __all__ = [
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -415,6 +415,8 @@ class ReLU(Module):
     """max(x, 0).  With ``inplace=True`` (as in PyTorch) a writeable floating
     input array is overwritten with the result and returned."""
 
+    output_shape = same_shape
+
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace
@@ -434,6 +436,8 @@ class ReLU(Module):
 
 class LeakyReLU(Module):
     """x if x > 0 else negative_slope * x; ``inplace`` as for :class:`ReLU`."""
+
+    output_shape = same_shape
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
@@ -457,6 +461,8 @@ class LeakyReLU(Module):
 class Sigmoid(Module):
     """1 / (1 + exp(-x))."""
 
+    output_shape = same_shape
+
     def forward(self, x):
         x = np.asarray(x)
         self._y = y = np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))),
@@ -471,6 +477,8 @@ class Sigmoid(Module):
 
 class Tanh(Module):
     """tanh(x)."""
+
+    output_shape = same_shape
 
     def forward(self, x):
         self._x = x = np.asarray(x)
@@ -544,6 +552,8 @@ class Dropout(Module):
     1 / (1 - p) (p = 1 zeroes everything, as in PyTorch); the identity in eval
     mode.  Masks come from cyconv.nn.seed.  ``inplace`` as for :class:`ReLU`."""
 
+    output_shape = same_shape
+
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0 <= p <= 1:
@@ -573,6 +583,8 @@ class BatchNorm2d(Module):
     cumulative average of every batch so far; unbiased variance), running
     ones in eval; parameters weight/bias, buffers running_mean/running_var/
     num_batches_tracked."""
+
+    output_shape = same_shape
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, *, bias=True, channels_last=False,

@@ -57,6 +57,36 @@ class Parameter(np.ndarray):
         return (Parameter, (np.asarray(self),))
 
 
+def same_shape(self, shape):
+    """output_shape of the layers that keep their input's shape."""
+    return tuple(shape)
+
+
+def run_zero_sample(module, shape, record=None):
+    """``module.forward`` of one zero sample of per-sample ``shape`` (no
+    batch), in eval mode, in the dtype of its first parameter (float32
+    without one).  Every module below it is left as it was: its mode and
+    whatever its forward stores for backward.  With ``record`` (a list), each
+    module below ``module`` that is called appends (module, per-sample input
+    shape)."""
+    modules = module.modules()
+    saved = [(m, dict(m.__dict__)) for m in modules]
+    dtype = next((p.dtype for p in module.parameters()), np.dtype(np.float32))
+    try:
+        module.eval()
+        if record is not None:
+            for m in modules[1:]:
+                def traced(x, *args, _m=m, _forward=m.forward, **kwargs):
+                    record.append((_m, tuple(np.shape(x)[1:])))
+                    return _forward(x, *args, **kwargs)
+                object.__setattr__(m, "forward", traced)
+        return module.forward(np.zeros((1, *shape), dtype))
+    finally:
+        for m, attrs in saved:
+            m.__dict__.clear()
+            m.__dict__.update(attrs)
+
+
 class Module:
     """Base class of every layer: parameters, buffers, children, modes, state.
 
@@ -221,8 +251,14 @@ class Module:
 
     # -- description ------------------------------------------------------------
     def output_shape(self, shape):
-        """Per-sample output shape for a per-sample input shape (no batch)."""
-        return tuple(shape)
+        """Per-sample output shape for a per-sample input shape (no batch).
+
+        cyconv's layers compute it from their hyperparameters.  For any other
+        module (a subclass with a forward of its own, such as a residual
+        block) it is measured: one zero sample runs through ``forward`` in
+        eval mode, and the module is left as it was (see ``run_zero_sample``).
+        """
+        return tuple(np.shape(run_zero_sample(self, shape))[1:])
 
     def summary(self, input_shape):
         from .summary import summary

@@ -1,6 +1,8 @@
 """Module.summary: a layer table with shapes, parameters and receptive fields."""
 import math
 
+import numpy as np
+
 from cyconv import _params as P
 
 
@@ -30,27 +32,69 @@ def _fits(layer, shape):
     return True
 
 
+def _builtin(layer):
+    """True for cyconv.nn's layers (and subclasses that keep their forward)."""
+    return (getattr(type(layer).forward, "__module__", None) or "").startswith("cyconv.nn.")
+
+
+def _walk(layer, shape, size, jump):
+    """(output shape, fits, size, jump) after ``layer`` for a per-sample input
+    ``shape``; size and jump are None once unknown.
+
+    A Sequential is walked layer by layer.  A module of the user's own (a
+    residual block, say) is run on one zero sample unless it defines
+    output_shape, and its layers' inputs are checked as they are called; its
+    receptive field is not a chain of windows, so from there on it is
+    unknown."""
+    from .module import Module, Sequential, run_zero_sample
+
+    if isinstance(layer, Sequential) and type(layer).forward is Sequential.forward:
+        fits = True
+        for child in layer:
+            shape, ok, size, jump = _walk(child, shape, size, jump)
+            fits = fits and ok
+        return shape, fits, size, jump
+    if _builtin(layer):
+        fits = _fits(layer, shape)
+        out = layer.output_shape(shape)
+        k = getattr(layer, "kernel_size", None)
+        if k is not None and hasattr(layer, "stride") and size is not None:
+            d = getattr(layer, "dilation", (1,) * len(k))
+            size = size + (d[0] * (k[0] - 1)) * jump
+            jump = jump * layer.stride[0]
+        return out, fits, size, jump
+    if type(layer).output_shape is not Module.output_shape:
+        return tuple(layer.output_shape(shape)), True, None, None
+    calls = []
+    out = tuple(np.shape(run_zero_sample(layer, shape, record=calls))[1:])
+    fits = all(_fits(m, s) for m, s in calls if _builtin(m))
+    return out, fits, None, None
+
+
 def summary(model, input_shape):
     """One row per layer: output shape, parameters, receptive field (size and
-    jump in input pixels) and '*' where the input does not fit neatly."""
-    layers = list(model) if hasattr(model, "__iter__") else [model]
+    jump in input pixels; '?' after a module of the user's own) and '*'
+    where the input of the layer, or of a layer inside it, does not fit
+    neatly."""
+    from .module import Sequential
+
+    if isinstance(model, Sequential) and type(model).forward is Sequential.forward:
+        layers = list(model)
+    else:
+        layers = [model]
     shape = tuple(input_shape)
     rows = [("layer", "output", "params", "receptive field", "fits")]
     size = jump = 1
     total = 0
     for i, layer in enumerate(layers):
-        cl = getattr(layer, "channels_last", False)
-        fits = _fits(layer, shape)
-        shape = layer.output_shape(shape)
-        k = getattr(layer, "kernel_size", None)
-        if k is not None and hasattr(layer, "stride"):
-            d = getattr(layer, "dilation", (1,) * len(k))
-            size = size + (d[0] * (k[0] - 1)) * jump
-            jump = jump * layer.stride[0]
+        # a module of several layers shows its output in their layout
+        cl = any(getattr(m, "channels_last", False) for m in layer.modules())
+        shape, fits, size, jump = _walk(layer, shape, size, jump)
         n = sum(math.prod(p.shape) for p in layer.parameters())
         total += n
         rows.append((f"{i}: {type(layer).__name__}", _fmt(shape, cl), f"{n:,}",
-                     f"{size} (jump {jump})", "" if fits else "* input does not fit"))
+                     "?" if size is None else f"{size} (jump {jump})",
+                     "" if fits else "* input does not fit"))
     widths = [max(len(r[c]) for r in rows) for c in range(5)]
     lines = ["  ".join(r[c].ljust(widths[c]) for c in range(5)).rstrip() for r in rows]
     lines.insert(1, "-" * len(lines[0]))
@@ -58,4 +102,7 @@ def summary(model, input_shape):
     if any(r[4] for r in rows[1:]):
         lines.append("* input rows or columns ignored: strict=True would raise; see "
                      "cyconv.explain_conv")
+    if any(r[3] == "?" for r in rows[1:]):
+        lines.append("? receptive field unknown after a module of your own (not a chain "
+                     "of cyconv.nn layers)")
     return "\n".join(lines)
