@@ -587,6 +587,44 @@ def test_summary_walks_into_nested_sequentials():
     assert "* input does not fit" in net.summary((3, 17, 17)).splitlines()[2]
 
 
+
+@pytest.mark.parametrize("make", [
+    lambda m: m.Conv2d(3, 8, 3),
+    lambda m: m.Conv2d(3, 8, (3, 5), stride=2, padding=1, dilation=2, groups=1, bias=False),
+    lambda m: m.Conv2d(4, 8, 3, padding="same", groups=2, padding_mode="reflect"),
+    lambda m: m.Conv1d(2, 4, 5, stride=3, padding="valid"),
+    lambda m: m.Conv3d(2, 4, 3, padding=(1, 0, 2), padding_mode="circular"),
+    lambda m: m.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1, dilation=2),
+    lambda m: m.ConvTranspose1d(2, 4, 3, groups=2, bias=False),
+    lambda m: m.Linear(5, 3), lambda m: m.Linear(5, 3, bias=False),
+    lambda m: m.BatchNorm2d(6), lambda m: m.BatchNorm2d(6, eps=1e-3, momentum=None, affine=False),
+    lambda m: m.BatchNorm2d(6, bias=False),
+    lambda m: m.Dropout(), lambda m: m.Dropout(0.3, inplace=True),
+    lambda m: m.ReLU(), lambda m: m.ReLU(inplace=True),
+    lambda m: m.LeakyReLU(), lambda m: m.LeakyReLU(0.2, inplace=True),
+    lambda m: m.Flatten(), lambda m: m.Flatten(2, 3),
+    lambda m: m.AdaptiveAvgPool2d((2, 3)), lambda m: m.AdaptiveAvgPool2d(1),
+    lambda m: m.Sigmoid(), lambda m: m.Tanh(),
+])
+def test_layer_repr_matches_pytorch(make):
+    """print(model) shows what PyTorch's shows for the same layer: every
+    argument that differs from its default."""
+    torch = pytest.importorskip("torch")
+    assert repr(make(nn)) == repr(make(torch.nn))
+
+
+def test_pooling_and_local_repr_show_their_arguments():
+    assert repr(nn.MaxPool2d(3, 2, 1, ceil_mode=True)) == \
+        "MaxPool2d(kernel_size=(3, 3), stride=(2, 2), padding=1, dilation=(1, 1), ceil_mode=True)"
+    assert repr(nn.AvgPool1d(2)) == "AvgPool1d(kernel_size=(2,), stride=(2,), padding=0)"
+    assert repr(nn.AvgPool2d(3, 1, 1, count_include_pad=False, divisor_override=2)) == \
+        ("AvgPool2d(kernel_size=(3, 3), stride=(1, 1), padding=1, count_include_pad=False, "
+         "divisor_override=2)")
+    assert repr(nn.LocallyConnected2d(2, 3, (8, 8), 3, padding=1, bias=False)) == \
+        ("LocallyConnected2d(2, 3, input_size=(8, 8), kernel_size=(3, 3), stride=(1, 1), "
+         "padding=1, bias=False)")
+
+
 def test_layer_errors():
     with pytest.raises(RuntimeError, match="backward called before forward"):
         nn.ReLU().backward(np.ones(3))

@@ -53,6 +53,27 @@ def _spatial_out(shape, nd, channels_last, fn):
 # Convolutions
 # --------------------------------------------------------------------------
 
+def _conv_repr(layer):
+    """PyTorch's extra_repr of a convolution: arguments at their defaults are
+    left out."""
+    nd = len(layer.kernel_size)
+    s = (f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
+         f"stride={layer.stride}")
+    if layer.padding != (0,) * nd:
+        s += f", padding={layer.padding}"
+    if getattr(layer, "dilation", (1,) * nd) != (1,) * nd:
+        s += f", dilation={layer.dilation}"
+    if getattr(layer, "output_padding", (0,) * nd) != (0,) * nd:
+        s += f", output_padding={layer.output_padding}"
+    if getattr(layer, "groups", 1) != 1:
+        s += f", groups={layer.groups}"
+    if layer.bias is None:
+        s += ", bias=False"
+    if getattr(layer, "padding_mode", "zeros") != "zeros":
+        s += f", padding_mode={layer.padding_mode}"
+    return s
+
+
 class _ConvNd(Module):
     nd = 2
 
@@ -101,8 +122,7 @@ class _ConvNd(Module):
             (self.out_channels, *shape[1:])
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        return _conv_repr(self)
 
 
 class Conv1d(_ConvNd):
@@ -205,6 +225,9 @@ class _ConvTransposeNd(Module):
         return (*shape[:-1], self.out_channels) if self.channels_last else \
             (self.out_channels, *shape[1:])
 
+    def extra_repr(self):
+        return _conv_repr(self)
+
 
 class ConvTranspose1d(_ConvTransposeNd):
     """As ``torch.nn.ConvTranspose1d``."""
@@ -267,6 +290,15 @@ class LocallyConnected2d(Module):
         out = self.weight.shape[:2]
         return (*out, self.out_channels) if self.channels_last else (self.out_channels, *out)
 
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, input_size={self.input_size}, "
+             f"kernel_size={self.kernel_size}, stride={self.stride}")
+        if self.padding not in (0, (0, 0)):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        return s + (", bias=False" if self.bias is None else "")
+
 
 # --------------------------------------------------------------------------
 # Pooling
@@ -296,6 +328,22 @@ class _PoolNd(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
+def _max_pool_repr(layer):
+    return (f"kernel_size={layer.kernel_size}, stride={layer.stride}, padding={layer.padding}, "
+            f"dilation={layer.dilation}, ceil_mode={layer.ceil_mode}")
+
+
+def _avg_pool_repr(layer):
+    s = f"kernel_size={layer.kernel_size}, stride={layer.stride}, padding={layer.padding}"
+    if layer.ceil_mode:
+        s += ", ceil_mode=True"
+    if not layer.count_include_pad:
+        s += ", count_include_pad=False"
+    if layer.divisor_override is not None:
+        s += f", divisor_override={layer.divisor_override}"
+    return s
+
+
 class _MaxPoolNd(_PoolNd):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
                  return_indices=False, ceil_mode=False, *, channels_last=False,
@@ -303,6 +351,8 @@ class _MaxPoolNd(_PoolNd):
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode,
                          channels_last=channels_last, strict=strict)
         self.return_indices = return_indices
+
+    extra_repr = _max_pool_repr
 
     def forward(self, x):
         x = np.asarray(x)
@@ -340,6 +390,8 @@ class _AvgPoolNd(_PoolNd):
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode,
                          channels_last=channels_last, strict=strict)
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    extra_repr = _avg_pool_repr
 
     def _args(self):
         return (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
@@ -380,6 +432,9 @@ class AdaptiveAvgPool2d(Module):
         super().__init__()
         self.output_size, self.channels_last = output_size, channels_last
 
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
     def forward(self, x):
         x = np.asarray(x)
         self._x = x
@@ -417,6 +472,9 @@ class ReLU(Module):
 
     output_shape = same_shape
 
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace
@@ -438,6 +496,9 @@ class LeakyReLU(Module):
     """x if x > 0 else negative_slope * x; ``inplace`` as for :class:`ReLU`."""
 
     output_shape = same_shape
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
@@ -521,7 +582,8 @@ class Linear(Module):
         return (*shape[:-1], self.out_features)
 
     def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
 
 
 class Flatten(Module):
@@ -530,6 +592,9 @@ class Flatten(Module):
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
     def forward(self, x):
         self._x = x = np.asarray(x)
@@ -553,6 +618,9 @@ class Dropout(Module):
     mode.  Masks come from cyconv.nn.seed.  ``inplace`` as for :class:`ReLU`."""
 
     output_shape = same_shape
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
@@ -585,6 +653,11 @@ class BatchNorm2d(Module):
     num_batches_tracked."""
 
     output_shape = same_shape
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, *, bias=True, channels_last=False,
