@@ -60,7 +60,7 @@ class MulticlassHinge:
     --------
     >>> import numpy as np
     >>> from cyconv import nn
-    >>> nn.MulticlassHinge().forward(np.array([[3.2, 5.1, -1.7]]), np.array([0]))
+    >>> round(nn.MulticlassHinge().forward(np.array([[3.2, 5.1, -1.7]]), np.array([0])), 4)
     2.9
     """
 
