@@ -617,6 +617,8 @@ def test_pooling_and_local_repr_show_their_arguments():
     assert repr(nn.MaxPool2d(3, 2, 1, ceil_mode=True)) == \
         "MaxPool2d(kernel_size=(3, 3), stride=(2, 2), padding=1, dilation=(1, 1), ceil_mode=True)"
     assert repr(nn.AvgPool1d(2)) == "AvgPool1d(kernel_size=(2,), stride=(2,), padding=0)"
+    assert repr(nn.AvgPool2d(2, dilation=2)) == \
+        "AvgPool2d(kernel_size=(2, 2), stride=(2, 2), padding=0, dilation=(2, 2))"
     assert repr(nn.AvgPool2d(3, 1, 1, count_include_pad=False, divisor_override=2)) == \
         ("AvgPool2d(kernel_size=(3, 3), stride=(1, 1), padding=1, count_include_pad=False, "
          "divisor_override=2)")

@@ -335,6 +335,8 @@ def _max_pool_repr(layer):
 
 def _avg_pool_repr(layer):
     s = f"kernel_size={layer.kernel_size}, stride={layer.stride}, padding={layer.padding}"
+    if layer.dilation != (1,) * len(layer.dilation):   # beyond PyTorch's AvgPool
+        s += f", dilation={layer.dilation}"
     if layer.ceil_mode:
         s += ", ceil_mode=True"
     if not layer.count_include_pad:
