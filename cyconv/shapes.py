@@ -160,15 +160,14 @@ def _chain(op, layers):
     """The layers in order, each plain cyconv.nn.Sequential among them
     replaced by its layers; a cyconv.nn module with a forward of its own
     (a residual block, say) is refused: its geometry is not a chain."""
-    from cyconv.nn.module import Module, Sequential
+    from cyconv.nn.module import Module, is_builtin, is_chain
 
     for layer in layers:
         if isinstance(layer, Module) and getattr(layer, "kernel_size", None) is None:
-            forward = type(layer).forward
-            if isinstance(layer, Sequential) and forward is Sequential.forward:
+            if is_chain(layer):
                 yield from _chain(op, layer)
                 continue
-            if not (getattr(forward, "__module__", None) or "").startswith("cyconv.nn."):
+            if not is_builtin(layer):
                 raise ValueError(
                     f"{op}: {type(layer).__name__} is a module with a forward of its own, "
                     f"whose receptive field is not a chain of windows; pass its layers, or "

@@ -324,27 +324,6 @@ class _PoolNd(Module):
                                  self.stride, self.dilation, pads, ceil_mode=self.ceil_mode)
         return _spatial_out(shape, self.nd, self.channels_last, out)
 
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-
-
-def _max_pool_repr(layer):
-    return (f"kernel_size={layer.kernel_size}, stride={layer.stride}, padding={layer.padding}, "
-            f"dilation={layer.dilation}, ceil_mode={layer.ceil_mode}")
-
-
-def _avg_pool_repr(layer):
-    s = f"kernel_size={layer.kernel_size}, stride={layer.stride}, padding={layer.padding}"
-    if layer.dilation != (1,) * len(layer.dilation):   # beyond PyTorch's AvgPool
-        s += f", dilation={layer.dilation}"
-    if layer.ceil_mode:
-        s += ", ceil_mode=True"
-    if not layer.count_include_pad:
-        s += ", count_include_pad=False"
-    if layer.divisor_override is not None:
-        s += f", divisor_override={layer.divisor_override}"
-    return s
-
 
 class _MaxPoolNd(_PoolNd):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
@@ -354,7 +333,9 @@ class _MaxPoolNd(_PoolNd):
                          channels_last=channels_last, strict=strict)
         self.return_indices = return_indices
 
-    extra_repr = _max_pool_repr
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
     def forward(self, x):
         x = np.asarray(x)
@@ -393,7 +374,17 @@ class _AvgPoolNd(_PoolNd):
                          channels_last=channels_last, strict=strict)
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
-    extra_repr = _avg_pool_repr
+    def extra_repr(self):
+        s = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        if self.dilation != (1,) * len(self.dilation):   # beyond PyTorch's AvgPool
+            s += f", dilation={self.dilation}"
+        if self.ceil_mode:
+            s += ", ceil_mode=True"
+        if not self.count_include_pad:
+            s += ", count_include_pad=False"
+        if self.divisor_override is not None:
+            s += f", divisor_override={self.divisor_override}"
+        return s
 
     def _args(self):
         return (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,

@@ -62,6 +62,18 @@ def same_shape(self, shape):
     return tuple(shape)
 
 
+def is_builtin(layer):
+    """True for cyconv.nn's layers, and subclasses that keep their forward;
+    False for a module whose forward is the user's own (a residual block)."""
+    return (getattr(type(layer).forward, "__module__", None) or "").startswith("cyconv.nn.")
+
+
+def is_chain(layer):
+    """True for a Sequential that runs its layers in turn (forward not
+    overridden): its geometry is that of its layers, one after another."""
+    return isinstance(layer, Sequential) and type(layer).forward is Sequential.forward
+
+
 def run_zero_sample(module, shape, record=None):
     """``module.forward`` of one zero sample of per-sample ``shape`` (no
     batch), in eval mode, in the dtype of its first parameter (float32

@@ -32,11 +32,6 @@ def _fits(layer, shape):
     return True
 
 
-def _builtin(layer):
-    """True for cyconv.nn's layers (and subclasses that keep their forward)."""
-    return (getattr(type(layer).forward, "__module__", None) or "").startswith("cyconv.nn.")
-
-
 def _walk(layer, shape, size, jump):
     """(output shape, fits, size, jump) after ``layer`` for a per-sample input
     ``shape``; size and jump are None once unknown.
@@ -46,15 +41,15 @@ def _walk(layer, shape, size, jump):
     output_shape, and its layers' inputs are checked as they are called; its
     receptive field is not a chain of windows, so from there on it is
     unknown."""
-    from .module import Module, Sequential, run_zero_sample
+    from .module import Module, is_builtin, is_chain, run_zero_sample
 
-    if isinstance(layer, Sequential) and type(layer).forward is Sequential.forward:
+    if is_chain(layer):
         fits = True
         for child in layer:
             shape, ok, size, jump = _walk(child, shape, size, jump)
             fits = fits and ok
         return shape, fits, size, jump
-    if _builtin(layer):
+    if is_builtin(layer):
         fits = _fits(layer, shape)
         out = layer.output_shape(shape)
         k = getattr(layer, "kernel_size", None)
@@ -67,7 +62,7 @@ def _walk(layer, shape, size, jump):
         return tuple(layer.output_shape(shape)), True, None, None
     calls = []
     out = tuple(np.shape(run_zero_sample(layer, shape, record=calls))[1:])
-    fits = all(_fits(m, s) for m, s in calls if _builtin(m))
+    fits = all(_fits(m, s) for m, s in calls if is_builtin(m))
     return out, fits, None, None
 
 
@@ -76,12 +71,9 @@ def summary(model, input_shape):
     jump in input pixels; '?' after a module of the user's own) and '*'
     where the input of the layer, or of a layer inside it, does not fit
     neatly."""
-    from .module import Sequential
+    from .module import is_chain
 
-    if isinstance(model, Sequential) and type(model).forward is Sequential.forward:
-        layers = list(model)
-    else:
-        layers = [model]
+    layers = list(model) if is_chain(model) else [model]
     shape = tuple(input_shape)
     rows = [("layer", "output", "params", "receptive field", "fits")]
     size = jump = 1
