@@ -101,3 +101,42 @@ def test_requirements_are_nested():
     # A CPU that runs a variant runs every narrower one.
     for narrow, wide in zip(_kernels.VARIANTS, _kernels.VARIANTS[1:]):
         assert set(_kernels.REQUIRES[narrow]) <= set(_kernels.REQUIRES[wide])
+
+
+def test_importing_every_module_refuses_the_variants_the_cpu_lacks():
+    # Tools that import every module of a package (documentation generators,
+    # "does everything import" checks) would load a variant compiled for
+    # instructions this CPU lacks, and an AVX-512 module on an AVX2-only CPU
+    # dies with SIGILL as it initialises.  They get an ImportError instead.
+    code = ("import importlib, pkgutil, cyconv\n"
+            "for m in pkgutil.walk_packages(cyconv.__path__, 'cyconv.'):\n"
+            "    try:\n"
+            "        importlib.import_module(m.name)\n"
+            "    except ImportError as exc:\n"
+            "        print('refused', m.name, '|', exc)\n")
+    r = _run(code, "auto")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    refused = {line.split()[1]: line for line in r.stdout.splitlines()
+               if line.startswith("refused ")}
+    unsupported = [v for v in _kernels.built() if not _kernels.supported(v)]
+    assert sorted(refused) == sorted(name for v in unsupported for name in _kernels._names(v))
+    for name, line in refused.items():
+        assert "this CPU lacks" in line and "illegal instruction" in line, line
+
+
+def test_a_variant_the_cpu_lacks_is_refused_by_name():
+    # Pretend the CPU has no AVX: the avx2 modules, built and runnable here or
+    # not, are refused before they are loaded, and are still listed as built.
+    code = ("import sys, cyconv; from cyconv import _kernels\n"
+            "_kernels._refuse_unsupported({'SSE2': True})\n"
+            "_kernels._refuse_unsupported({'SSE2': True})\n"
+            "print(sum(type(f).__name__ == '_RefuseUnsupported' for f in sys.meta_path))\n"
+            "print(_kernels.built())\n"
+            "import cyconv._kernels._pool_avx2\n")
+    r = _run(code, "baseline")
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout.splitlines()[0] == "1"
+    assert r.stdout.splitlines()[1] == str(_kernels.built())
+    assert ("ImportError: cyconv._kernels._pool_avx2 is cyconv's avx2 kernel variant, "
+            "which needs AVX, AVX2, FMA3, F16C; this CPU lacks AVX, AVX2, FMA3, F16C"
+            ) in r.stderr

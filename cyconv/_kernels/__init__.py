@@ -5,6 +5,8 @@ from the same Cython source (``_*_impl.pxi``), once per instruction-set
 variant.  At import, the widest variant that was built and that this CPU
 supports is chosen (NumPy's runtime CPU feature detection decides), and exposed
 here as ``conv``, ``pool`` and ``signal``.  ``CYCONV_ISA`` forces a variant.
+A variant's modules that this CPU cannot run are refused at import (an
+ImportError, not the illegal instruction their set-up code could execute).
 
 =========  =====================================  ===========================
 variant    compiled with (GCC/Clang)              needs (NumPy's CPU features)
@@ -15,8 +17,9 @@ avx512     avx2's flags + -mavx512{f,cd,vl,bw,dq} AVX512F, CD, VL, BW, DQ
 =========  =====================================  ===========================
 """
 import importlib
-import importlib.util
+import importlib.machinery
 import os
+import sys
 
 VARIANTS = ("baseline", "avx2", "avx512")   # narrowest first
 REQUIRES = {
@@ -60,7 +63,47 @@ def built():
     CPU lacks may execute one of them as it initialises (GCC uses AVX-512
     stores in module set-up code), which kills the process with SIGILL."""
     return [v for v in VARIANTS
-            if all(importlib.util.find_spec(name) is not None for name in _names(v))]
+            if all(importlib.machinery.PathFinder.find_spec(name, __path__) is not None
+                   for name in _names(v))]
+
+
+class _RefuseUnsupported:
+    """An import finder that refuses the kernel modules this CPU cannot run.
+
+    Importing one, say ``cyconv._kernels._conv_avx512`` on a CPU without
+    AVX-512 (tools that import every module of a package do), would kill the
+    process with SIGILL as the module initialises; an ImportError that says
+    why is raised instead.  Only those modules' names are looked at: every
+    other import passes through untouched."""
+
+    def __init__(self, lacking):
+        self.lacking = lacking      # module name -> (variant, features the CPU lacks)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self.lacking:
+            return None
+        variant, missing = self.lacking[fullname]
+        raise ImportError(
+            f"{fullname} is cyconv's {variant} kernel variant, which needs "
+            f"{', '.join(REQUIRES[variant])}; this CPU lacks {', '.join(missing)}, and "
+            f"importing it would kill the process with an illegal instruction "
+            f"(cyconv itself uses a variant the CPU supports: see cyconv.show_config())",
+            name=fullname)
+
+
+def _refuse_unsupported(features):
+    """Put a :class:`_RefuseUnsupported` for ``features`` first on sys.meta_path
+    (replacing one put there before), or none when every variant can run."""
+    lacking = {}
+    for v in VARIANTS:
+        missing = [f for f in REQUIRES[v] if not features.get(f, False)]
+        if missing:
+            lacking.update((name, (v, missing)) for name in _names(v))
+    sys.meta_path[:] = [f for f in sys.meta_path       # a reload's class is a new one
+                        if (type(f).__module__, type(f).__name__)
+                        != (__name__, "_RefuseUnsupported")]
+    if lacking:
+        sys.meta_path.insert(0, _RefuseUnsupported(lacking))
 
 
 def _select():
@@ -88,4 +131,5 @@ def _select():
                           f"(built: {', '.join(built()) or 'none'})") from exc
 
 
+_refuse_unsupported(cpu_features())
 VARIANT, REASON, (conv, pool, signal) = _select()
