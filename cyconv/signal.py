@@ -69,11 +69,13 @@ def _fill(op, fillvalue, dtype):
         else:
             fill = np.array(fillvalue, dtype=dtype)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{op}: could not convert fillvalue {fillvalue!r} to the output "
-                         f"dtype {dtype}") from None
+        # SciPy's wording, so that code matching its messages matches these
+        raise ValueError(f"{op}: could not cast `fillvalue` directly to the output dtype "
+                         f"{dtype}: got {fillvalue!r}") from None
     if fill.size != 1:
-        raise ValueError(f"{op}: fillvalue must be a scalar or an array with one element, "
-                         f"got shape {fill.shape}")
+        raise ValueError(f"{op}: `fillvalue` must be scalar or an array with one element, "
+                         f"got {'an empty array of ' if fill.size == 0 else ''}"
+                         f"shape {fill.shape}")
     return fill.reshape(())
 
 

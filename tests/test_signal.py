@@ -198,9 +198,15 @@ def test_inputs_unchanged_and_odd_layouts():
     (lambda: cs.convolve2d(np.ones((4, 4)), np.ones((2, 2)), boundary="reflect"),
      ValueError, "boundary must be one of"),
     (lambda: cs.convolve2d(np.ones((4, 4)), np.ones((2, 2)), fillvalue="zero"), ValueError,
-     "could not convert fillvalue 'zero' to the output dtype float64"),
+     "could not cast `fillvalue` directly to the output dtype float64: got 'zero'"),
     (lambda: cs.convolve2d(np.ones((4, 4)), np.ones((2, 2)), fillvalue=[1, 2]), ValueError,
-     r"fillvalue must be a scalar or an array with one element, got shape \(2,\)"),
+     r"`fillvalue` must be scalar or an array with one element, got shape \(2,\)"),
+    (lambda: cs.convolve2d(np.ones((4, 4)), np.ones((2, 2)), fillvalue=[]), ValueError,
+     r"`fillvalue` must be scalar or an array with one element, got an empty array of "
+     r"shape \(0,\)"),
+    # SciPy's own test of these messages (test_fillvalue_errors) matches this prefix
+    (lambda: cs.convolve2d([[1]], [[1, 2]], fillvalue=1j), ValueError,
+     "could not cast `fillvalue` directly to the output "),
     (lambda: cs.convolve2d(np.ones((4, 4), complex), np.ones((2, 2))), TypeError,
      "in1 has dtype complex128"),
     (lambda: cs.correlate2d(np.ones((4, 0)), np.ones((2, 2))), ValueError,
