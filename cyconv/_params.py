@@ -33,13 +33,15 @@ def _as_int(op, name, value, shown):
                         f"{shown!r} of type {type(value).__name__}") from None
 
 
-def int_tuple(op, name, value, nd, minimum):
-    """An int or a tuple of ``nd`` ints, each >= minimum, as a tuple."""
+def int_tuple(op, name, value, nd, minimum, *, one_for_all=True):
+    """An int or a tuple of ``nd`` ints, each >= minimum, as a tuple.  A tuple
+    of one int counts as that int, as PyTorch takes its hyperparameters
+    (``one_for_all=False`` for a size, where it does not)."""
     if isinstance(value, (tuple, list)):
-        if len(value) != nd:
+        if len(value) != nd and not (one_for_all and len(value) == 1):
             raise ValueError(f"{op}: {name} must be an int or a tuple of {nd} ints, "
                              f"got {tuple(value)!r} ({len(value)} values)")
-        vals = tuple(_as_int(op, name, v, value) for v in value)
+        vals = tuple(_as_int(op, name, v, value) for v in value) * (nd // len(value))
     else:
         vals = (_as_int(op, name, value, value),) * nd
     for v in vals:
@@ -83,6 +85,8 @@ def padding_pairs(op, padding, nd, spatial, kernel, stride, dilation):
         raise ValueError(f"{op}: padding must be an int, a tuple of {nd} ints or "
                          f"(before, after) pairs, 'valid' or 'same', got {padding!r}")
     if isinstance(padding, (tuple, list)):
+        if len(padding) == 1 and nd > 1 and not isinstance(padding[0], (tuple, list)):
+            padding = tuple(padding) * nd      # one int for every dim, as in PyTorch
         if len(padding) != nd:
             raise ValueError(f"{op}: padding must be an int, a tuple of {nd} ints or "
                              f"of {nd} (before, after) pairs, 'valid' or 'same', "
@@ -522,6 +526,14 @@ def _pool_input(op, x, nd, channels_last):
     return N, C, spatial
 
 
+def pool_stride(op, stride, kernel):
+    """A pooling op's stride: None, or PyTorch's empty "omitted" stride, is the
+    kernel size."""
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        return kernel
+    return int_tuple(op, "stride", stride, len(kernel), 1)
+
+
 def pool_geometry(op, nd, shape, kernel_size, stride, padding, dilation, ceil_mode,
                   *, channels_last=False, strict=False, what="input"):
     """Validate a pooling op's window arguments for an input array or shape."""
@@ -529,7 +541,7 @@ def pool_geometry(op, nd, shape, kernel_size, stride, padding, dilation, ceil_mo
         shape = SimpleNamespace(shape=tuple(shape), ndim=len(shape))
     N, C, spatial = _pool_input(op, shape, nd, channels_last)
     kernel = int_tuple(op, "kernel_size", kernel_size, nd, 1)
-    stride = kernel if stride is None else int_tuple(op, "stride", stride, nd, 1)
+    stride = pool_stride(op, stride, kernel)
     dilation = int_tuple(op, "dilation", dilation, nd, 1)
     if not isinstance(ceil_mode, (bool, np.bool_)):
         raise TypeError(f"{op}: ceil_mode must be a bool, got {ceil_mode!r}")

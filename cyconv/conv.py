@@ -900,6 +900,7 @@ def _conv_doc(nd):
     weight : array_like, (C_out, C_in // groups, {_KERNEL[nd]})
     bias : array_like, (C_out,), optional
     stride, dilation : int or tuple of {nd} ints
+        A tuple of one int counts as that int (here and in padding, as in PyTorch).
     padding : int, tuple of {nd} ints, tuple of {nd} (before, after) pairs, "valid" or "same"
         "same" gives an output of ``ceil(in / stride)`` with any stride, the
         odd unit of padding going after (TensorFlow SAME, ONNX SAME_UPPER).

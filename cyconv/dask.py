@@ -242,7 +242,7 @@ def _pool(kind, nd, x, kernel_size, stride, padding, dilation, ceil_mode, extra,
     geo = P.pool_geometry(op, nd, _shape_only(x), kernel_size, stride, padding, dilation,
                           ceil_mode, channels_last=channels_last)
     kernel = P.int_tuple(op, "kernel_size", kernel_size, nd, 1)
-    stride = kernel if stride is None else P.int_tuple(op, "stride", stride, nd, 1)
+    stride = P.pool_stride(op, stride, kernel)
     dilation = P.int_tuple(op, "dilation", dilation, nd, 1)
     pads = P.padding_pairs(op, padding, nd, geo.spatial, kernel, stride, dilation)
     spatial_axes = list(range(1, nd + 1)) if channels_last else list(range(2, nd + 2))

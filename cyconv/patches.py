@@ -92,7 +92,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *,
     dtype = P.compute_dtype(op, cols=cols)
     P.check_ndim(op, "cols", cols, 3, "(N, L, kh*kw*C)" if channels_last
                  else "(N, C*kh*kw, L)")
-    spatial = P.int_tuple(op, "output_size", output_size, 2, 1)
+    spatial = P.int_tuple(op, "output_size", output_size, 2, 1, one_for_all=False)
     kernel, stride, dilation, pads, out = _hyper(op, kernel_size, stride, padding,
                                                  dilation, spatial, "output")
     kk, L = kernel[0] * kernel[1], out[0] * out[1]

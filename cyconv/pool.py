@@ -254,8 +254,9 @@ _EXAMPLE_OUT = {1: "(1, 2, 4)", 2: "(1, 2, 4, 4)", 3: "(1, 2, 4, 4, 4)"}
 
 _WINDOW_DOC = """
     kernel_size : int or tuple of {nd} ints
+        A tuple of one int counts as that int (in every argument, as in PyTorch).
     stride : int or tuple, optional
-        Defaults to ``kernel_size``.
+        Defaults to ``kernel_size`` (for None, or an empty tuple as in PyTorch).
     padding : int, tuple, tuple of (before, after) pairs, "valid" or "same"
         Padding may exceed half the window (as ONNX allows) as long as every
         window touches the input; otherwise ValueError.

@@ -71,6 +71,53 @@ def test_wrong_tuple_length():
             cyconv.conv2d, X, W, stride=(1, 2, 3))
 
 
+@pytest.mark.parametrize("nd", [2, 3])
+def test_one_element_tuples_count_as_an_int(nd):
+    # PyTorch takes stride=(2,) for stride=2 in every dimension (and an empty
+    # stride as the omitted one in pooling); cyconv takes them the same way.
+    rng = np.random.default_rng(nd)
+    x = rng.standard_normal((2, 3) + (7,) * nd)
+    w = rng.standard_normal((4, 3) + (3,) * nd)
+    conv = getattr(cyconv, f"conv{nd}d")
+    np.testing.assert_array_equal(conv(x, w, None, (2,), [1], (2,)), conv(x, w, None, 2, 1, 2))
+    grads = getattr(cyconv, f"conv{nd}d_backward")(
+        np.ones((2, 4) + (3,) * nd), x, w, [2], (1,), (2,))
+    want = getattr(cyconv, f"conv{nd}d_backward")(np.ones((2, 4) + (3,) * nd), x, w, 2, 1, 2)
+    for g, g0 in zip(grads, want):
+        np.testing.assert_array_equal(g, g0)
+    convt = getattr(cyconv, f"conv_transpose{nd}d")
+    wt = rng.standard_normal((3, 2) + (3,) * nd)
+    np.testing.assert_array_equal(convt(x, wt, None, (2,), (1,), (1,), 1, (2,)),
+                                  convt(x, wt, None, 2, 1, 1, 1, 2))
+    for pool in ("max_pool", "avg_pool"):
+        fn = getattr(cyconv, f"{pool}{nd}d")
+        np.testing.assert_array_equal(fn(x, (3,), (), (1,)), fn(x, 3, None, 1))
+        np.testing.assert_array_equal(fn(x, [3], [2], [1], [1]), fn(x, 3, 2, 1, 1))
+    lp = getattr(cyconv, f"lp_pool{nd}d")
+    np.testing.assert_array_equal(lp(np.abs(x), 2, (2,), ()), lp(np.abs(x), 2, 2))
+    assert cyconv.conv_output_shape((7,) * nd, (3,), (2,), (1,)) == (4,) * nd
+    _raises(ValueError, rf"stride must be an int or a tuple of {nd} ints, got \(1, 2, 3, 4\)",
+            conv, x, w, stride=(1, 2, 3, 4))
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    t = torch.from_numpy(x)
+    np.testing.assert_allclose(conv(x, w, None, (2,), (1,), (2,)),
+                               getattr(F, f"conv{nd}d")(t, torch.from_numpy(w), None, (2,),
+                                                        (1,), (2,)).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(getattr(cyconv, f"avg_pool{nd}d")(x, (3,), (), (1,)),
+                               getattr(F, f"avg_pool{nd}d")(t, (3,), (), (1,)).numpy(),
+                               rtol=1e-12)
+    np.testing.assert_array_equal(getattr(cyconv, f"max_pool{nd}d")(x, (3,), (), (1,)),
+                                  getattr(F, f"max_pool{nd}d")(t, (3,), (), (1,)).numpy())
+
+
+def test_a_size_is_not_taken_from_one_element():
+    # an output size names every dim (PyTorch's fold refuses one value too)
+    cols = cyconv.im2col(X, 3)
+    _raises(ValueError, r"col2im: output_size must be an int or a tuple of 2 ints, "
+            r"got \(10,\) \(1 values\)", cyconv.col2im, cols, (10,), 3)
+
+
 @pytest.mark.parametrize("padding", [-1, (0, -2), ((1, -1), (0, 0))])
 def test_negative_padding(padding):
     _raises(ValueError, r"padding must be non-negative", cyconv.conv2d, X, W,
