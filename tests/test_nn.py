@@ -190,6 +190,64 @@ def test_batchnorm_needs_more_than_one_value_per_channel():
     assert bn(np.ones((1, 3, 1, 1), np.float32)).shape == (1, 3, 1, 1)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batchnorm_refuses_another_channel_count(channels_last):
+    # the statistics of 1 or 4 channels would broadcast against 3 features
+    # (a (2, 3, 5, 5) output from a (2, 1, 5, 5) input) instead of failing
+    bn = nn.BatchNorm2d(3, channels_last=channels_last)
+    for c in (1, 4):
+        x = np.ones((2, 5, 5, c) if channels_last else (2, c, 5, 5), np.float32)
+        for mode in ("train", "eval"):
+            getattr(bn, mode)()
+            with pytest.raises(ValueError, match=f"BatchNorm2d: input has {c} channels, "
+                                                 f"expected num_features = 3"):
+                bn(x)
+    assert bn.running_mean.tolist() == [0, 0, 0] and int(bn.num_batches_tracked) == 0
+
+
+def test_batchnorm_on_an_empty_batch(recwarn):
+    # As PyTorch: an empty output, running statistics untouched (the batch is
+    # counted), no gradient; no NaN in the running statistics, no warnings.
+    bn = nn.BatchNorm2d(3, dtype=np.float64)
+    x = np.zeros((0, 3, 4, 4))
+    y = bn(x)
+    assert y.shape == x.shape and y.dtype == np.float64
+    g = bn.backward(np.ones_like(y))
+    assert g.shape == x.shape
+    assert bn.running_mean.tolist() == [0, 0, 0] and bn.running_var.tolist() == [1, 1, 1]
+    assert int(bn.num_batches_tracked) == 1
+    assert bn.weight.grad.tolist() == [0, 0, 0] and bn.bias.grad.tolist() == [0, 0, 0]
+    assert not recwarn.list, [str(w.message) for w in recwarn.list]
+    torch = pytest.importorskip("torch")
+    tb = torch.nn.BatchNorm2d(3).double()
+    tx = torch.zeros((0, 3, 4, 4), dtype=torch.float64, requires_grad=True)
+    tb(tx).sum().backward()
+    for name, v in tb.state_dict().items():
+        np.testing.assert_array_equal(bn.state_dict()[name], v.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("make", [lambda: nn.BatchNorm2d(3, dtype=np.float64), nn.ReLU,
+                                  nn.Sigmoid, nn.Tanh, lambda: nn.LeakyReLU(0.2),
+                                  lambda: nn.Dropout(0.5)])
+def test_integer_input_is_computed_in_float64(make, recwarn):
+    # The ops' dtype rule: an integer input gives what its float64 values give
+    # (it was truncated back to integers by BatchNorm2d, Sigmoid and LeakyReLU,
+    # and Dropout divided by int(1 - p) = 0).
+    x = np.arange(-12, 12).reshape(2, 3, 2, 2)
+    a, b = make(), make()
+    nn.seed(3)
+    got = a(x)
+    nn.seed(3)
+    want = b(x.astype(np.float64))
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, want)
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(a.backward(np.ones_like(got)), b.backward(np.ones_like(want)))
+    assert not recwarn.list, [str(w.message) for w in recwarn.list]
+    with pytest.raises(TypeError, match="has dtype complex128; expected a real dtype"):
+        make()(x.astype(complex))
+
+
 @pytest.mark.parametrize("cls, kwargs", [(nn.ReLU, {}), (nn.LeakyReLU, {"negative_slope": 0.2}),
                                          (nn.Dropout, {"p": 0.5})])
 def test_inplace_layers_overwrite_their_input(cls, kwargs):

@@ -459,6 +459,14 @@ def _in_place_target(x, inplace):
     return None
 
 
+def _computed(layer, x):
+    """x as an array of the dtype ``layer`` computes in, by the ops' rule:
+    float32 and float64 as they are, other real dtypes in float64 (float16 in
+    float32), complex or object a TypeError."""
+    x = np.asarray(x)
+    return x.astype(P.compute_dtype(type(layer).__name__, input=x), copy=False)
+
+
 class ReLU(Module):
     """max(x, 0).  With ``inplace=True`` (as in PyTorch) a writeable floating
     input array is overwritten with the result and returned."""
@@ -474,7 +482,7 @@ class ReLU(Module):
 
     def forward(self, x):
         out = _in_place_target(x, self.inplace)
-        x = np.asarray(x)
+        x = _computed(self, x)
         # the mask backward needs, taken before any overwrite; NaN passes its
         # gradient, as PyTorch's (which zeroes it only where x <= 0)
         self._x = ~(x <= 0)
@@ -499,7 +507,7 @@ class LeakyReLU(Module):
 
     def forward(self, x):
         out = _in_place_target(x, self.inplace)
-        x = np.asarray(x)
+        x = _computed(self, x)
         self._x = positive = x > 0
         y = np.where(positive, x, x * x.dtype.type(self.negative_slope))
         if out is None:
@@ -518,7 +526,7 @@ class Sigmoid(Module):
     output_shape = same_shape
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = _computed(self, x)
         self._y = y = np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))),
                                np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))).astype(x.dtype)
         self._x = x
@@ -535,7 +543,7 @@ class Tanh(Module):
     output_shape = same_shape
 
     def forward(self, x):
-        self._x = x = np.asarray(x)
+        self._x = x = _computed(self, x)
         self._y = np.tanh(x)
         return self._y
 
@@ -623,7 +631,7 @@ class Dropout(Module):
 
     def forward(self, x):
         out = _in_place_target(x, self.inplace)
-        x = np.asarray(x)
+        x = _computed(self, x)
         if not self.training or self.p == 0:
             self._mask = None
             return x
@@ -673,17 +681,29 @@ class BatchNorm2d(Module):
         if x.ndim != 4:
             raise ValueError(f"BatchNorm2d: input must have 4 dimensions, got shape "
                              f"{x.shape}")
+        channels = x.shape[-1 if self.channels_last else 1]
+        if channels != self.num_features:   # the statistics would broadcast silently
+            raise ValueError(f"BatchNorm2d: input has {channels} channels, expected "
+                             f"num_features = {self.num_features} (input shape {x.shape}"
+                             f"{', channels last' if self.channels_last else ''})")
         return (1, 1, 1, -1) if self.channels_last else (1, -1, 1, 1)
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = _computed(self, x)
         shape = self._shape(x)
         axes = (0, 1, 2) if self.channels_last else (0, 2, 3)
         if self.training or not self.track_running_stats:
-            n = x.size // x.shape[-1 if self.channels_last else 1]
+            n = x.size // max(self.num_features, 1)
             if n == 1:
                 raise ValueError(f"BatchNorm2d: batch statistics need more than 1 value per "
                                  f"channel, got input shape {x.shape}")
+            if n == 0:
+                # an empty batch has no statistics: as PyTorch, the output is empty and
+                # the running averages stay (the batch is still counted)
+                if self.training and self.track_running_stats:
+                    self.num_batches_tracked[...] += 1
+                self._cache = (np.empty(x.shape, x.dtype), None, shape, axes, True)
+                return np.empty(x.shape, x.dtype)
             mean = x.mean(axis=axes)
             var = x.var(axis=axes)
             if self.training and self.track_running_stats:
@@ -717,6 +737,8 @@ class BatchNorm2d(Module):
             g = grad
         if not batch_stats:
             return g * inv.reshape(shape)
+        if xhat.size == 0:       # an empty batch: nothing flows back
+            return np.zeros(g.shape, g.dtype)
         mean_g = g.mean(axis=axes, keepdims=True)
         mean_gx = (g * xhat).mean(axis=axes, keepdims=True)
         return (g - mean_g - xhat * mean_gx) * inv.reshape(shape)
