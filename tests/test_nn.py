@@ -459,11 +459,42 @@ def test_parameters_survive_pickling_for_worker_processes():
 
 
 def test_load_state_dict_errors():
-    net = nn.Sequential(nn.Linear(3, 2))
-    with pytest.raises(KeyError, match="missing keys"):
-        net.load_state_dict({"0.weight": np.zeros((2, 3))})
-    with pytest.raises(ValueError, match=r"0.weight has shape \(3, 2\)"):
-        net.load_state_dict({"0.weight": np.zeros((3, 2)), "0.bias": np.zeros(2)})
+    net = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
+    before = net.state_dict()
+    for exc in (KeyError, ValueError):     # bad input: a ValueError (and a KeyError)
+        with pytest.raises(exc, match=r"^load_state_dict: missing keys \['0.bias', "):
+            net.load_state_dict({"0.weight": np.zeros((2, 3))})
+    # a wrong entry is found before anything is copied: the module is unchanged
+    bad = {k: np.zeros_like(v) for k, v in before.items()}
+    bad["1.weight"] = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"1.weight has shape \(3, 2\)"):
+        net.load_state_dict(bad)
+    bad["1.weight"] = np.zeros((2, 2), complex)
+    with pytest.raises(TypeError, match=r"1.weight has dtype complex128"):
+        net.load_state_dict(bad)
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_batchnorm_state_without_num_batches_tracked_loads():
+    # A checkpoint from before PyTorch 0.4.1 (or a plain dict, which has no
+    # version metadata) has no num_batches_tracked; PyTorch loads it strictly
+    # and keeps the module's own count.  So does cyconv.
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3))
+    net(np.random.default_rng(0).standard_normal((2, 1, 5, 5)).astype(np.float32))
+    state = {k: v for k, v in net.state_dict().items() if "num_batches" not in k}
+    state["1.running_mean"] = np.full(3, 0.5, np.float32)
+    other = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3))
+    assert other.load_state_dict(state) == ([], [])
+    assert other[1].running_mean.tolist() == [0.5] * 3
+    assert int(other[1].num_batches_tracked) == 0
+    with pytest.raises(KeyError, match=r"missing keys \['1.running_var'\]"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "1.running_var"})
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3))
+    result = theirs.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    assert (result.missing_keys, result.unexpected_keys) == ([], [])
+    assert int(theirs[1].num_batches_tracked) == 0
 
 
 def test_losses_match_pytorch():

@@ -654,6 +654,7 @@ class BatchNorm2d(Module):
     num_batches_tracked."""
 
     output_shape = same_shape
+    _optional_state = ("num_batches_tracked",)   # see Module.load_state_dict
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

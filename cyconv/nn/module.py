@@ -99,6 +99,13 @@ def run_zero_sample(module, shape, record=None):
             m.__dict__.update(attrs)
 
 
+class StateDictError(ValueError, KeyError):
+    """load_state_dict's names do not match the module's (a ValueError, and a
+    KeyError as it was before)."""
+
+    __str__ = ValueError.__str__
+
+
 class Module:
     """Base class of every layer: parameters, buffers, children, modes, state.
 
@@ -218,21 +225,34 @@ class Module:
     def load_state_dict(self, state, strict=True):
         """Copy values in by name (a PyTorch state_dict converted to NumPy loads
         unchanged).  Shapes must match; with ``strict`` the names must too.
-        Returns the missing and unexpected keys, as PyTorch's does."""
+        Everything is checked before anything is copied.  Returns the missing
+        and unexpected keys, as PyTorch's does.
+
+        As PyTorch does for a state_dict without version metadata (one saved
+        before PyTorch 0.4.1, or rebuilt as a plain dict), a BatchNorm's
+        ``num_batches_tracked`` may be absent: the module keeps its own."""
         own = dict(self._state_items())
-        missing = [k for k in own if k not in state]
+        optional = {f"{name}.{key}" if name else key
+                    for name, m in self.named_modules()
+                    for key in getattr(m, "_optional_state", ())}
+        missing = [k for k in own if k not in state and k not in optional]
         unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
-            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys "
-                           f"{unexpected}")
+            raise StateDictError(f"load_state_dict: missing keys {missing}, unexpected "
+                                 f"keys {unexpected}")
+        values = {}
         for name, target in own.items():
             if name not in state:
                 continue
-            value = np.asarray(state[name])
+            value = values[name] = np.asarray(state[name])
             if value.shape != np.shape(target):
                 raise ValueError(f"load_state_dict: {name} has shape {value.shape}, the "
                                  f"module expects {np.shape(target)}")
-            target[...] = value
+            if value.dtype.kind not in "biuf":
+                raise TypeError(f"load_state_dict: {name} has dtype {value.dtype}; "
+                                f"expected a real dtype")
+        for name, value in values.items():
+            own[name][...] = value
         return IncompatibleKeys(missing, unexpected)
 
     def save(self, path):
