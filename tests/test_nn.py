@@ -405,6 +405,36 @@ def test_module_walks_and_slices_as_pytorch():
     assert ours[-1] is ours[3]
 
 
+def test_sequential_of_an_ordered_dict_names_its_layers():
+    # PyTorch's Sequential(OrderedDict(...)): the names are the state_dict's,
+    # the repr's and the summary's; a PyTorch model built so loads unchanged
+    from collections import OrderedDict
+
+    def layers(m):
+        return OrderedDict([("conv1", m.Conv2d(1, 2, 3)), ("act", m.ReLU()),
+                            ("pool", m.MaxPool2d(2)), ("flat", m.Flatten()),
+                            ("fc", m.Linear(8, 3))])
+
+    net = nn.Sequential(layers(nn))
+    assert list(net.state_dict()) == ["conv1.weight", "conv1.bias", "fc.weight", "fc.bias"]
+    assert "(conv1): Conv2d(1, 2" in repr(net) and "(fc): Linear(" in repr(net)
+    rows = net.summary((1, 6, 6)).splitlines()
+    assert rows[2].startswith("conv1: Conv2d") and rows[6].startswith("fc: Linear")
+    assert list(net[1:3].state_dict()) == [] and "(pool): MaxPool2d" in repr(net[1:3])
+    assert isinstance(net[0], nn.Conv2d) and len(net) == 5
+    for bad, match in [(OrderedDict([("a.b", nn.ReLU())]), "without '.'"),
+                       (OrderedDict([("", nn.ReLU())]), "non-empty string"),
+                       (OrderedDict([("forward", nn.ReLU())]), "'forward' is taken"),
+                       (OrderedDict([("a", np.ones(2))]), "layer a is ndarray")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            nn.Sequential(bad)
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.Sequential(layers(torch.nn))
+    net.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 1, 6, 6)).astype(np.float32)
+    assert_close(net(x), theirs(torch.from_numpy(x)).detach().numpy(), np.float32)
+
+
 def test_load_state_dict_reports_keys_as_pytorch():
     net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
     state = net.state_dict()

@@ -310,7 +310,10 @@ class Module:
 
 
 class Sequential(Module):
-    """Layers applied in order; children are named "0", "1", ... as in PyTorch.
+    """Layers applied in order; children are named "0", "1", ... as in PyTorch,
+    or by the keys of one ``OrderedDict`` of layers (``Sequential(OrderedDict(
+    [("conv1", ...), ...]))``, whose state_dict keys are then "conv1.weight",
+    ...).
 
     Examples
     --------
@@ -323,11 +326,21 @@ class Sequential(Module):
 
     def __init__(self, *layers):
         super().__init__()
-        for i, layer in enumerate(layers):
+        if len(layers) == 1 and isinstance(layers[0], OrderedDict):
+            named = list(layers[0].items())
+        else:
+            named = [(str(i), layer) for i, layer in enumerate(layers)]
+        for name, layer in named:
             if not isinstance(layer, Module):
-                raise TypeError(f"Sequential: layer {i} is {type(layer).__name__}, "
+                raise TypeError(f"Sequential: layer {name} is {type(layer).__name__}, "
                                 f"expected a cyconv.nn Module")
-            setattr(self, str(i), layer)
+            if not isinstance(name, str) or not name or "." in name:
+                raise ValueError(f"Sequential: a layer's name must be a non-empty string "
+                                 f"without '.', got {name!r}")
+            if hasattr(self, name):
+                raise ValueError(f"Sequential: the layer name {name!r} is taken by an "
+                                 f"attribute of Sequential")
+            setattr(self, name, layer)
 
     def __iter__(self):
         return iter(self._children.values())

@@ -73,18 +73,20 @@ def summary(model, input_shape):
     neatly."""
     from .module import is_chain
 
-    layers = list(model) if is_chain(model) else [model]
+    # rows are named as the layers are in the state_dict ("0", "1", ... or an
+    # OrderedDict's names)
+    layers = list(model._children.items()) if is_chain(model) else [("0", model)]
     shape = tuple(input_shape)
     rows = [("layer", "output", "params", "receptive field", "fits")]
     size = jump = 1
     total = 0
-    for i, layer in enumerate(layers):
+    for name, layer in layers:
         # a module of several layers shows its output in their layout
         cl = any(getattr(m, "channels_last", False) for m in layer.modules())
         shape, fits, size, jump = _walk(layer, shape, size, jump)
         n = sum(math.prod(p.shape) for p in layer.parameters())
         total += n
-        rows.append((f"{i}: {type(layer).__name__}", _fmt(shape, cl), f"{n:,}",
+        rows.append((f"{name}: {type(layer).__name__}", _fmt(shape, cl), f"{n:,}",
                      "?" if size is None else f"{size} (jump {jump})",
                      "" if fits else "* input does not fit"))
     widths = [max(len(r[c]) for r in rows) for c in range(5)]
