@@ -25,8 +25,10 @@ def _tuple(v, nd):
     return (v,) * nd if isinstance(v, (int, np.integer)) else tuple(v)
 
 
-def _need_forward(layer):
-    if getattr(layer, "_x", None) is None:
+def _need_forward(layer, saved="_x"):
+    """RuntimeError unless forward ran: it sets ``saved`` (to None only where
+    nothing is needed, as Dropout's mask in eval mode)."""
+    if getattr(layer, saved, None) is None and (saved == "_x" or not hasattr(layer, saved)):
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
 
 
@@ -643,6 +645,7 @@ class Dropout(Module):
         return np.multiply(x, self._mask, out=out)
 
     def backward(self, grad):
+        _need_forward(self, "_mask")
         return grad if self._mask is None else grad * self._mask
 
 
@@ -727,6 +730,7 @@ class BatchNorm2d(Module):
         return xhat.astype(x.dtype)
 
     def backward(self, grad):
+        _need_forward(self, "_cache")
         xhat, inv, shape, axes, batch_stats = self._cache
         grad = np.asarray(grad)
         if self.affine:
