@@ -43,8 +43,13 @@ def cpu_features():
 
 def supported(variant, features=None):
     """Whether this CPU can run ``variant``."""
+    return not missing_features(variant, features)
+
+
+def missing_features(variant, features=None):
+    """The features ``variant`` needs that this CPU lacks."""
     features = cpu_features() if features is None else features
-    return all(features.get(f, False) for f in REQUIRES[variant])
+    return [f for f in REQUIRES[variant] if not features.get(f, False)]
 
 
 def _names(variant):
@@ -96,7 +101,7 @@ def _refuse_unsupported(features):
     (replacing one put there before), or none when every variant can run."""
     lacking = {}
     for v in VARIANTS:
-        missing = [f for f in REQUIRES[v] if not features.get(f, False)]
+        missing = missing_features(v, features)
         if missing:
             lacking.update((name, (v, missing)) for name in _names(v))
     sys.meta_path[:] = [f for f in sys.meta_path       # a reload's class is a new one
@@ -121,7 +126,7 @@ def _select():
         raise ValueError(f"{ENV}={forced!r} is not a kernel variant; expected 'auto' or "
                          f"one of {', '.join(VARIANTS)}")
     if not supported(forced):
-        missing = [f for f in REQUIRES[forced] if not cpu_features().get(f, False)]
+        missing = missing_features(forced)
         raise RuntimeError(f"{ENV}={forced!r}: this CPU lacks {', '.join(missing)}; "
                            f"running it would crash with an illegal instruction")
     try:

@@ -26,9 +26,9 @@ def _tuple(v, nd):
 
 
 def _need_forward(layer, saved="_x"):
-    """RuntimeError unless forward ran: it sets ``saved`` (to None only where
-    nothing is needed, as Dropout's mask in eval mode)."""
-    if getattr(layer, saved, None) is None and (saved == "_x" or not hasattr(layer, saved)):
+    """RuntimeError unless forward ran: it sets ``saved`` (Dropout's mask to
+    None in eval mode, where backward needs nothing)."""
+    if not hasattr(layer, saved):
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
 
 
