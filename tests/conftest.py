@@ -65,11 +65,12 @@ def random(rng, shape, dtype=np.float32):
 
 def force_im2col(monkeypatch):
     """im2col + GEMM (and col2im) where conv2d and its backward would take a
-    specialised kernel (few input channels, pointwise, packed, Winograd,
-    depthwise)."""
+    specialised kernel (few input channels, pointwise forward and weight
+    gradient, packed, Winograd, depthwise)."""
     from cyconv import conv
     monkeypatch.setattr(conv, "SMALL_MAX_CHANNELS", 0)
     monkeypatch.setattr(conv, "POINTWISE_ENABLED", False)
+    monkeypatch.setattr(conv, "POINTWISE_WEIGHT_ENABLED", False)
     monkeypatch.setattr(conv, "PACKED_ENABLED", False)
     monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1 << 30)
     monkeypatch.setattr(conv, "_uses_direct", lambda geo: False)

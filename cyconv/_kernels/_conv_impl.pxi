@@ -2640,6 +2640,109 @@ def pointwise_forward(const floating[:, :, ::1] x,    # in (N, C, L)
                             yr[q] = blk[o * PQ + q] + bv
 
 
+# The weight gradient of a pointwise convolution (1x1, stride 1, no padding,
+# groups 1, channels first) is gw (K, C) = sum over samples n of
+# gy[n] (K, L) @ x[n] (C, L)^T: both operands are read along their rows, the
+# reduction axis.  pointwise_backward_weight computes it in register blocks
+# of WGO output channels x WGC input channels, one AVX-512 accumulator of 16
+# positions per pair, each reduced across its lanes once per sample and
+# added to gw; a work item owns a run of input channels, so every gradient
+# value is the same sum in the same order whatever the thread count, with
+# no partial sums.  Within an item the samples are outermost (a sample's
+# grad_output, 200 KiB for pointwise_1x1, stays in L2) and each block of
+# WGC input rows stays in L1 while grad_output's rows stream past it.
+cdef extern from *:
+    """
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX512F__)
+    #include <immintrin.h>
+    #define CYCONV_HAVE_WG 1
+    #define CYCONV_WGO 4
+    #define CYCONV_WGC 6
+    /* gw[o * ldw + c] += sum over l < L of g[o * ldg + l] * x[c * ldx + l]
+       for o < no <= 4, c < nc <= 6; rows past no or nc repeat row 0 (read,
+       not stored), so nothing outside the operands is read. */
+    static void cyconv_wg_block(const float* g, Py_ssize_t ldg, const float* x, Py_ssize_t ldx,
+                                Py_ssize_t L, int no, int nc, float* gw, Py_ssize_t ldw) {
+        const float* gr[CYCONV_WGO];
+        const float* xr[CYCONV_WGC];
+        __m512 a[CYCONV_WGO][CYCONV_WGC];
+        __m512 gv[CYCONV_WGO];
+        __m512 xv;
+        Py_ssize_t l;
+        int i, j;
+        for (i = 0; i < CYCONV_WGO; i++) gr[i] = g + (i < no ? i : 0) * ldg;
+        for (j = 0; j < CYCONV_WGC; j++) xr[j] = x + (j < nc ? j : 0) * ldx;
+        for (i = 0; i < CYCONV_WGO; i++)
+            for (j = 0; j < CYCONV_WGC; j++) a[i][j] = _mm512_setzero_ps();
+        for (l = 0; l + 16 <= L; l += 16) {
+            for (i = 0; i < CYCONV_WGO; i++) gv[i] = _mm512_loadu_ps(gr[i] + l);
+            for (j = 0; j < CYCONV_WGC; j++) {
+                xv = _mm512_loadu_ps(xr[j] + l);
+                for (i = 0; i < CYCONV_WGO; i++) a[i][j] = _mm512_fmadd_ps(gv[i], xv, a[i][j]);
+            }
+        }
+        if (l < L) {   /* the last L % 16 positions; the other lanes load 0 */
+            __mmask16 m = (__mmask16)((1u << (L - l)) - 1u);
+            for (i = 0; i < CYCONV_WGO; i++) gv[i] = _mm512_maskz_loadu_ps(m, gr[i] + l);
+            for (j = 0; j < CYCONV_WGC; j++) {
+                xv = _mm512_maskz_loadu_ps(m, xr[j] + l);
+                for (i = 0; i < CYCONV_WGO; i++) a[i][j] = _mm512_fmadd_ps(gv[i], xv, a[i][j]);
+            }
+        }
+        for (i = 0; i < no; i++)
+            for (j = 0; j < nc; j++) gw[i * ldw + j] += _mm512_reduce_add_ps(a[i][j]);
+    }
+    #else
+    #define CYCONV_HAVE_WG 0
+    #define CYCONV_WGO 4
+    #define CYCONV_WGC 6
+    static void cyconv_wg_block(const float* g, Py_ssize_t ldg, const float* x, Py_ssize_t ldx,
+                                Py_ssize_t L, int no, int nc, float* gw, Py_ssize_t ldw) {
+        (void)g; (void)ldg; (void)x; (void)ldx; (void)L; (void)no; (void)nc; (void)gw;
+        (void)ldw;
+    }
+    #endif
+    """
+    const bint CYCONV_HAVE_WG
+    const int WGO "CYCONV_WGO"
+    const int WGC "CYCONV_WGC"
+    void _wg_block "cyconv_wg_block"(const float* g, Py_ssize_t ldg, const float* x,
+                                     Py_ssize_t ldx, Py_ssize_t L, int no, int nc, float* gw,
+                                     Py_ssize_t ldw) noexcept nogil
+
+
+POINTWISE_WEIGHT_BUILT = CYCONV_HAVE_WG   # for the caller (conv._uses_pointwise_weight)
+POINTWISE_WEIGHT_CHANNELS = WGC          # input channels per register block
+
+
+def pointwise_backward_weight(const float[:, :, ::1] x,    # in (N, C, L)
+                              const float[:, :, ::1] gy,   # in (N, K, L)
+                              float[:, ::1] gw,            # out (K, C), zeroed by the caller
+                              Py_ssize_t items, int num_threads):
+    """gw += sum over n of gy[n] @ x[n]^T (AVX-512 builds, float32), in
+    ``items`` work items of consecutive runs of WGC input channels."""
+    if not CYCONV_HAVE_WG:
+        raise RuntimeError("pointwise_backward_weight needs the AVX-512 kernels")
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], K = gy.shape[1]
+    cdef Py_ssize_t ncb = (C + WGC - 1) // WGC
+    cdef Py_ssize_t ldx = x.strides[1] // sizeof(float), ldg = gy.strides[1] // sizeof(float)
+    cdef Py_ssize_t ldw = gw.strides[0] // sizeof(float)
+    cdef Py_ssize_t item, n, cb, c, o, ob
+    if N == 0 or C == 0 or K == 0 or L == 0:
+        return
+    items = max(1, min(items, ncb))
+    with nogil:
+        for item in prange(items, schedule="static", num_threads=num_threads):
+            for n in range(N):
+                for cb in range(ncb * item // items, ncb * (item + 1) // items):
+                    c = cb * WGC
+                    for ob in range((K + WGO - 1) // WGO):
+                        o = ob * WGO
+                        _wg_block(&gy[n, o, 0], ldg, &x[n, c, 0], ldx, L,
+                                  <int>min(WGO, K - o), <int>min(WGC, C - c), &gw[o, c],
+                                  ldw)
+
+
 def packed_forward(const floating[:, :, :, :, ::1] x,   # in (N, C, D, H, W)
                    const floating[:, :, ::1] wq,        # in (ceil(C_out / PQ), K, PQ), packed
                    const floating[::1] bias,            # in (C_out,) or (0,)
