@@ -658,7 +658,7 @@ def _weight_blocks(geo, pads):
 #             0.90; 256 -> 1024, 196 0.65, 0.64; 512 -> 2048, 49 0.34, 0.33
 #             (and small gains missed: 64 -> 256, 3136 1.15, 1.06; 512 -> 512,
 #             576 1.06, 1.07; 1024 -> 64, 256 1.10, 1.09).
-POINTWISE_WEIGHT_ENABLED = _kernels.VARIANT == "avx512" and _conv.POINTWISE_WEIGHT_BUILT
+POINTWISE_WEIGHT_ENABLED = _conv.POINTWISE_WEIGHT_BUILT   # the AVX-512 variant (gcc, clang)
 POINTWISE_WEIGHT_MAX_OUT = 128
 POINTWISE_WEIGHT_MIN_L = 384
 
@@ -674,9 +674,8 @@ def _pointwise_weight(geo, xk, gy):
     x3 = np.ascontiguousarray(xk.reshape(xk.shape[0], geo.C_in, math.prod(geo.out_spatial)))
     gy = np.ascontiguousarray(gy)
     gw2 = np.zeros((geo.C_out, geo.C_in), gy.dtype)
-    items = -(-geo.C_in // _conv.POINTWISE_WEIGHT_CHANNELS)
-    n = kernel_threads(items)
-    _conv.pointwise_backward_weight(x3, gy, gw2, n, n)
+    n = kernel_threads(-(-geo.C_in // _conv.POINTWISE_WEIGHT_CHANNELS))
+    _conv.pointwise_backward_weight(x3, gy, gw2, n)
     return gw2
 
 

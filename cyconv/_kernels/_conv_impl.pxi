@@ -2718,19 +2718,20 @@ POINTWISE_WEIGHT_CHANNELS = WGC          # input channels per register block
 def pointwise_backward_weight(const float[:, :, ::1] x,    # in (N, C, L)
                               const float[:, :, ::1] gy,   # in (N, K, L)
                               float[:, ::1] gw,            # out (K, C), zeroed by the caller
-                              Py_ssize_t items, int num_threads):
-    """gw += sum over n of gy[n] @ x[n]^T (AVX-512 builds, float32), in
-    ``items`` work items of consecutive runs of WGC input channels."""
+                              int num_threads):
+    """gw += sum over n of gy[n] @ x[n]^T (AVX-512 builds, float32), one
+    work item per thread, each a run of consecutive blocks of WGC input
+    channels."""
     if not CYCONV_HAVE_WG:
         raise RuntimeError("pointwise_backward_weight needs the AVX-512 kernels")
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], K = gy.shape[1]
     cdef Py_ssize_t ncb = (C + WGC - 1) // WGC
     cdef Py_ssize_t ldx = x.strides[1] // sizeof(float), ldg = gy.strides[1] // sizeof(float)
     cdef Py_ssize_t ldw = gw.strides[0] // sizeof(float)
+    cdef Py_ssize_t items = max(1, min(<Py_ssize_t>num_threads, ncb))
     cdef Py_ssize_t item, n, cb, c, o, ob
     if N == 0 or C == 0 or K == 0 or L == 0:
         return
-    items = max(1, min(items, ncb))
     with nogil:
         for item in prange(items, schedule="static", num_threads=num_threads):
             for n in range(N):
